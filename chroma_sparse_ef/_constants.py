@@ -1,0 +1,37 @@
+"""Defaults, each with where its number comes from. One place, so nothing drifts."""
+
+from __future__ import annotations
+
+#: Hosted service, as chromadb's own clients default to it.
+DEFAULT_BASE_URL = "https://embed.trychroma.com"
+#: The environment variable chromadb reads for the service URL (`get_chroma_embed_url`).
+BASE_URL_ENV_VAR = "CHROMA_EMBED_URL"
+#: The environment variable chromadb's Chroma Cloud functions read for the key.
+DEFAULT_API_KEY_ENV_VAR = "CHROMA_API_KEY"
+#: Path of the endpoint, from `spec/embed_sparse.openapi.yaml`.
+EMBED_SPARSE_PATH = "/embed_sparse"
+
+#: The service answers 413 above 100 texts per request (chroma-core/chroma PR #7234).
+MAX_BATCH_SIZE = 100
+DEFAULT_BATCH_SIZE = MAX_BATCH_SIZE
+#: Requests in flight per call. 8 hides 100 ms of latency for 2,048 texts in ~3 rounds
+#: without hammering the service; see bench/bench_embedding_function.py.
+DEFAULT_MAX_CONCURRENCY = 8
+#: Retries after the first attempt (openai-python and stamina also default to 2).
+DEFAULT_MAX_RETRIES = 2
+#: Seconds for one request; chromadb's built-in uses 60 for a whole call.
+DEFAULT_TIMEOUT = 60.0
+#: Exponential backoff with full jitter: 0.5 s doubling to 8 s (openai-python's numbers).
+INITIAL_RETRY_DELAY = 0.5
+MAX_RETRY_DELAY = 8.0
+#: A Retry-After hint longer than this raises RateLimitError at once instead of sleeping.
+MAX_RETRY_AFTER = 60.0
+
+#: Header names and the status codes that are retried, from the spec and issue #2.
+TOKEN_HEADER = "x-chroma-token"
+MODEL_HEADER = "x-chroma-embedding-model"
+RETRYABLE_STATUS_CODES = frozenset({408, 429, 500, 502, 503, 504})
+
+#: Name under which the function is registered with chromadb. Persisted in users'
+#: collection configurations: never rename it.
+EMBEDDING_FUNCTION_NAME = "chroma_sparse_ef"
