@@ -1,0 +1,1 @@
+"""Test kit: a local /embed_sparse server for users' tests (being built)."""

@@ -1,0 +1,14 @@
+"""Shared fixtures. The autouse fixture clears every env var the package reads."""
+
+from __future__ import annotations
+
+import pytest
+
+_ENV_VARS = ("CHROMA_API_KEY", "CHROMA_EMBED_URL", "CHROMA_TENANT", "CHROMA_DATABASE")
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep the developer's real keys and URLs out of every test."""
+    for name in _ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
