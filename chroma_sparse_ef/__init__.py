@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from ._embedding_function import ChromaSparseEmbeddingFunction
 from ._exceptions import (
     APIStatusError,
     AuthenticationError,
     ConfigurationError,
     EmbeddingError,
+    InvalidInputError,
     InvalidRequestError,
     InvalidResponseError,
     MissingAPIKeyError,
@@ -14,18 +16,26 @@ from ._exceptions import (
     ServiceError,
     UnsupportedModelError,
 )
+from ._models import DEFAULT_MODEL, MODELS, ModelInfo
+from ._usage import Usage
 from ._version import __version__
 
 __all__ = [
+    "DEFAULT_MODEL",
+    "MODELS",
     "APIStatusError",
     "AuthenticationError",
+    "ChromaSparseEmbeddingFunction",
     "ConfigurationError",
     "EmbeddingError",
+    "InvalidInputError",
     "InvalidRequestError",
     "InvalidResponseError",
     "MissingAPIKeyError",
+    "ModelInfo",
     "RateLimitError",
     "ServiceError",
     "UnsupportedModelError",
+    "Usage",
     "__version__",
 ]

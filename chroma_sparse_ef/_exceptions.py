@@ -5,6 +5,8 @@ The tree::
     EmbeddingError                  base: every error this package raises on purpose
     ├── ConfigurationError          bad arguments or config, raised before any request
     │   └── MissingAPIKeyError      no key given, none in the env var, none in a CloudClient
+    ├── InvalidInputError           bad input to a call (None, a bare string, non-str
+    │                               items, an empty list), raised before any request
     ├── APIStatusError              the service answered with an error status
     │   ├── InvalidRequestError     400, and a 413 that cannot be split further
     │   ├── AuthenticationError     401
@@ -29,6 +31,7 @@ __all__ = [
     "AuthenticationError",
     "ConfigurationError",
     "EmbeddingError",
+    "InvalidInputError",
     "InvalidRequestError",
     "InvalidResponseError",
     "MissingAPIKeyError",
@@ -86,6 +89,10 @@ class ConfigurationError(EmbeddingError, ValueError):
 
 class MissingAPIKeyError(ConfigurationError):
     """No API key: none given, none in the environment variable, none in a CloudClient."""
+
+
+class InvalidInputError(EmbeddingError, ValueError):
+    """Bad input to a call: not a non-empty list of strings. Raised before any request."""
 
 
 class APIStatusError(EmbeddingError):

@@ -1,0 +1,252 @@
+"""Settings of the embedding function: validation, persisted config, API key lookup.
+
+The persisted config (what chromadb stores in a collection's schema) never holds a
+secret: it names the environment variable the key is read from when the function is
+rebuilt by name, as chromadb's own functions do.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import json
+import os
+from dataclasses import dataclass, fields, replace
+from importlib import resources
+from typing import Any
+from urllib.parse import urlsplit
+
+import jsonschema
+
+from ._constants import (
+    BASE_URL_ENV_VAR,
+    DEFAULT_API_KEY_ENV_VAR,
+    DEFAULT_BASE_URL,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_TIMEOUT,
+    EMBEDDING_FUNCTION_NAME,
+)
+from ._exceptions import ConfigurationError, MissingAPIKeyError, UnsupportedModelError
+from ._models import DEFAULT_MODEL, model_info
+
+__all__ = [
+    "IMMUTABLE_KEYS",
+    "Settings",
+    "display_url",
+    "is_loopback_url",
+    "resolve_api_key",
+    "validate_config",
+]
+
+#: Keys whose change would put new vectors in a different space from stored ones.
+IMMUTABLE_KEYS = ("model", "query_model", "task", "instructions", "query_instructions")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything that decides what is sent, validated. Holds no secret."""
+
+    model: str = DEFAULT_MODEL
+    query_model: str | None = None
+    api_key_env_var: str = DEFAULT_API_KEY_ENV_VAR
+    base_url: str | None = None
+    task: str | None = None
+    instructions: str | None = None
+    query_instructions: str | None = None
+    fetch_labels: bool = False
+    batch_size: int = DEFAULT_BATCH_SIZE
+    max_concurrency: int = DEFAULT_MAX_CONCURRENCY
+    max_retries: int = DEFAULT_MAX_RETRIES
+    timeout: float = DEFAULT_TIMEOUT
+
+    def __post_init__(self) -> None:
+        _check_model("model", self.model)
+        if self.query_model is not None:
+            _check_model("query_model", self.query_model)
+        _check_str("api_key_env_var", self.api_key_env_var, empty_ok=False)
+        for name in ("task", "instructions", "query_instructions"):
+            value = getattr(self, name)
+            if value is not None:
+                _check_str(name, value, empty_ok=True)
+        if self.task is not None and (
+            self.instructions is not None or self.query_instructions is not None
+        ):
+            raise ConfigurationError(
+                "pass either task or instructions, not both: the service takes one or the other"
+            )
+        if type(self.fetch_labels) is not bool:
+            raise ConfigurationError(
+                f"fetch_labels must be True or False, got {self.fetch_labels!r}"
+            )
+        _check_int("batch_size", self.batch_size, minimum=1)
+        _check_int("max_concurrency", self.max_concurrency, minimum=1)
+        _check_int("max_retries", self.max_retries, minimum=0)
+        if (
+            isinstance(self.timeout, bool)
+            or not isinstance(self.timeout, (int, float))
+            or not self.timeout > 0
+        ):
+            raise ConfigurationError(
+                f"timeout must be a positive number of seconds, got {self.timeout!r}"
+            )
+        if self.base_url is not None:
+            _check_str("base_url", self.base_url, empty_ok=False)
+            if not self.base_url.startswith(("http://", "https://")):
+                raise ConfigurationError(
+                    f"base_url must start with http:// or https://, got {display_url(self.base_url)!r}"
+                )
+
+    @property
+    def resolved_query_model(self) -> str:
+        """The model queries are embedded with: explicit, else the catalog's twin, else `model`."""
+        if self.query_model is not None:
+            return self.query_model
+        info = model_info(self.model)
+        return info.query_model if info and info.query_model else self.model
+
+    @property
+    def resolved_base_url(self) -> str:
+        """`base_url`, else the `CHROMA_EMBED_URL` env var, else the hosted service."""
+        url = self.base_url or os.environ.get(BASE_URL_ENV_VAR) or DEFAULT_BASE_URL
+        return url.rstrip("/")
+
+    def to_config(self) -> dict[str, Any]:
+        """The persisted config: JSON-serialisable, secret-free, minimal."""
+        config: dict[str, Any] = {
+            "model": self.model,
+            "query_model": self.resolved_query_model,
+            "api_key_env_var": self.api_key_env_var,
+            "fetch_labels": self.fetch_labels,
+            "batch_size": self.batch_size,
+            "max_concurrency": self.max_concurrency,
+            "max_retries": self.max_retries,
+            "timeout": float(self.timeout),
+        }
+        # Only what the user set explicitly: an env-var URL is looked up again on rebuild.
+        for name in ("base_url", "task", "instructions", "query_instructions"):
+            value = getattr(self, name)
+            if value is not None:
+                config[name] = value
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Settings:
+        """Settings from a persisted config (validated against the packaged JSON schema)."""
+        validate_config(config)
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in config.items() if k in known})
+
+    def with_changes(self, **changes: Any) -> Settings:
+        """A copy with some settings changed (validated again)."""
+        return replace(self, **changes)
+
+
+def _check_model(name: str, value: object) -> None:
+    _check_str(name, value, empty_ok=False)
+    info = model_info(str(value))
+    if info is not None and not info.sparse:
+        raise UnsupportedModelError(
+            f"{value!r} is a dense-only model: /embed_sparse does not serve it. "
+            "Use one of the sparse models, such as 'prithivida/Splade_PP_en_v1' or 'BAAI/bge-m3'",
+            model=str(value),
+        )
+
+
+def _check_str(name: str, value: object, *, empty_ok: bool) -> None:
+    if not isinstance(value, str):
+        raise ConfigurationError(f"{name} must be a string, got {type(value).__name__}")
+    if not empty_ok and not value.strip():
+        raise ConfigurationError(f"{name} must not be empty")
+
+
+def _check_int(name: str, value: object, *, minimum: int) -> None:
+    if type(value) is not int or value < minimum:
+        raise ConfigurationError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+@functools.cache
+def _schema() -> dict[str, Any]:
+    text = (
+        resources.files("chroma_sparse_ef")
+        .joinpath("schemas", f"{EMBEDDING_FUNCTION_NAME}.json")
+        .read_text(encoding="utf-8")
+    )
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+def validate_config(config: dict[str, Any]) -> None:
+    """Validate a persisted config against the JSON schema shipped in the package.
+
+    Raises:
+        ConfigurationError: the config does not match the schema, or holds a secret.
+    """
+    if not isinstance(config, dict):
+        raise ConfigurationError(f"config must be a dict, got {type(config).__name__}")
+    if "api_key" in config:
+        raise ConfigurationError(
+            "config must never contain 'api_key': store the name of an environment "
+            "variable in 'api_key_env_var' instead"
+        )
+    try:
+        jsonschema.validate(config, _schema())
+    except jsonschema.ValidationError as exc:
+        where = ".".join(str(p) for p in exc.absolute_path) or "config"
+        raise ConfigurationError(
+            f"invalid {EMBEDDING_FUNCTION_NAME} config at {where}: {exc.message}"
+        ) from exc
+
+
+def resolve_api_key(api_key: str | None, env_var: str) -> str | None:
+    """Find the key like chromadb does: explicit, then the env var, then a CloudClient's."""
+    if api_key:
+        return api_key
+    from_env = os.environ.get(env_var)
+    if from_env:
+        return from_env
+    try:
+        from chromadb.api.shared_system_client import SharedSystemClient
+
+        found: str | None = SharedSystemClient.get_chroma_cloud_api_key_from_clients()
+    except Exception:  # a lookup of convenience: any failure means "no key there"
+        return None
+    return found or None
+
+
+def require_api_key(api_key: str | None, env_var: str, base_url: str) -> str | None:
+    """The key to send, or None for a keyless local server.
+
+    Raises:
+        MissingAPIKeyError: no key anywhere and the URL is not a loopback address.
+    """
+    key = resolve_api_key(api_key, env_var)
+    if key is None and not is_loopback_url(base_url):
+        raise MissingAPIKeyError(
+            f"no API key for {display_url(base_url)}: pass api_key=..., or set the "
+            f"{env_var} environment variable (or create a chromadb CloudClient first)"
+        )
+    return key
+
+
+def is_loopback_url(url: str) -> bool:
+    """True when `url` points at this machine (127.0.0.0/8, ::1 or localhost)."""
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def display_url(url: str) -> str:
+    """`url` without any user:password part, safe to print."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    netloc = parts.hostname or ""
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return parts._replace(netloc=netloc).geturl()

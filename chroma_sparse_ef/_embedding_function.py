@@ -1,0 +1,649 @@
+"""`ChromaSparseEmbeddingFunction`: Chroma's hosted sparse models as a chromadb function.
+
+Everything that is not I/O (request bodies, response validation, retry and split
+decisions, usage) is decided once in `_Core`; the sync path (a thread pool over one
+`httpx.Client`) and the async path (a semaphore over one `httpx.AsyncClient`) repeat only
+their send loops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import httpx
+from chromadb.api.types import Documents, SparseEmbeddingFunction, SparseVectors
+from chromadb.base_types import SparseVector
+from chromadb.utils.embedding_functions import register_sparse_embedding_function
+
+from ._config import (
+    IMMUTABLE_KEYS,
+    Settings,
+    display_url,
+    require_api_key,
+    validate_config,
+)
+from ._constants import (
+    DEFAULT_API_KEY_ENV_VAR,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_MAX_CONCURRENCY,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_TIMEOUT,
+    EMBED_SPARSE_PATH,
+    EMBEDDING_FUNCTION_NAME,
+    MAX_RETRY_AFTER,
+    MODEL_HEADER,
+    TOKEN_HEADER,
+)
+from ._exceptions import (
+    ConfigurationError,
+    InvalidInputError,
+    RateLimitError,
+    ServiceError,
+)
+from ._models import DEFAULT_MODEL
+from ._protocol import build_body, error_for_status, parse_response
+from ._retry import backoff_delay, is_retryable_status, retry_after_from_headers
+from ._usage import Usage, UsageMeter
+
+__all__ = ["ChromaSparseEmbeddingFunction"]
+
+logger = logging.getLogger("chroma_sparse_ef")
+
+Side = Literal["documents", "query"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """What one side (documents or queries) sends, apart from the texts."""
+
+    model: str
+    headers: Mapping[str, str]
+    task: str | None
+    target: str | None
+    instructions: str | None
+
+    def body(self, texts: Sequence[str], fetch_labels: bool) -> bytes:
+        return build_body(
+            texts,
+            fetch_labels=fetch_labels,
+            task=self.task,
+            target=self.target,
+            instructions=self.instructions,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Done:
+    vectors: list[SparseVector]
+
+
+@dataclass(frozen=True, slots=True)
+class _Retry:
+    delay: float
+
+
+class _Split:
+    """A 413 on more than one text: send each half on its own."""
+
+
+_SPLIT = _Split()
+
+
+class _Core:
+    """The decisions shared by the sync and async paths. No I/O happens here."""
+
+    def __init__(self, settings: Settings, api_key: str | None) -> None:
+        self.settings = settings
+        self.url = settings.resolved_base_url + EMBED_SPARSE_PATH
+        self._api_key = api_key
+        self.usage = UsageMeter()
+        # Learned from 413s: later batches start no larger than what the service took.
+        self.batch_cap = settings.batch_size
+        self.random: Callable[[], float] = random.random
+        self.clock: Callable[[], float] = time.time
+        self.requests = {
+            "documents": self._request_for("documents"),
+            "query": self._request_for("query"),
+        }
+
+    def _request_for(self, side: Side) -> _Request:
+        s = self.settings
+        model = s.model if side == "documents" else s.resolved_query_model
+        headers = {MODEL_HEADER: model, "content-type": "application/json"}
+        if self._api_key is not None:
+            headers[TOKEN_HEADER] = self._api_key
+        instructions = s.instructions
+        if side == "query" and s.query_instructions is not None:
+            instructions = s.query_instructions
+        if instructions is not None:
+            return _Request(model, headers, None, None, instructions)
+        if s.task is not None:
+            return _Request(model, headers, s.task, side, None)
+        return _Request(model, headers, None, None, None)
+
+    def batches(self, n: int) -> list[tuple[int, int]]:
+        size = max(1, min(self.settings.batch_size, self.batch_cap))
+        return [(start, min(start + size, n)) for start in range(0, n, size)]
+
+    def decide(
+        self,
+        response: httpx.Response,
+        texts: Sequence[str],
+        request: _Request,
+        retries: int,
+    ) -> _Done | _Retry | _Split:
+        """Turn one response into: the vectors, a wait before retrying, or a split."""
+        status = response.status_code
+        if 200 <= status < 300:
+            vectors, tokens = parse_response(
+                response.content,
+                expected=len(texts),
+                fetch_labels=self.settings.fetch_labels,
+                model=request.model,
+            )
+            self.usage.succeeded(len(texts), tokens)
+            return _Done(vectors)
+        if status == 413 and len(texts) > 1:
+            self.batch_cap = min(self.batch_cap, len(texts) // 2)
+            logger.info(
+                "413 for %d texts (model %s): splitting the batch in two", len(texts), request.model
+            )
+            return _SPLIT
+        hint = retry_after_from_headers(response.headers, now=self.clock())
+        error = error_for_status(
+            status,
+            response.content,
+            model=request.model,
+            api_key=self._api_key,
+            api_key_env_var=self.settings.api_key_env_var,
+            retry_after=hint,
+        )
+        if not is_retryable_status(status):
+            raise error
+        if hint is not None and hint > MAX_RETRY_AFTER:
+            raise RateLimitError(
+                f"{error.message}; that is longer than the {MAX_RETRY_AFTER:g} s this "
+                "client waits, so it gives up now instead of sleeping",
+                status_code=status,
+                error=error.error,
+                model=request.model,
+                retry_after=hint,
+            ) from error
+        if retries >= self.settings.max_retries:
+            raise error
+        delay = hint if hint is not None else backoff_delay(retries, self.random)
+        logger.info(
+            "status %d for model %s; retry %d of %d in %.2f s",
+            status,
+            request.model,
+            retries + 1,
+            self.settings.max_retries,
+            delay,
+        )
+        return _Retry(delay)
+
+    def decide_transport(self, exc: httpx.HTTPError, request: _Request, retries: int) -> _Retry:
+        """A request that got no response: retry it, or raise `ServiceError`."""
+        where = display_url(self.url)
+        if isinstance(exc, httpx.TimeoutException):
+            what = f"timed out after {self.settings.timeout:g} s calling {where}"
+        elif isinstance(exc, httpx.TransportError):
+            what = f"could not reach {where} ({type(exc).__name__})"
+        else:
+            raise ServiceError(
+                f"request to {where} failed: {type(exc).__name__}", model=request.model
+            ) from exc
+        if retries >= self.settings.max_retries:
+            raise ServiceError(
+                f"{what} (model {request.model!r}, {retries + 1} attempts)", model=request.model
+            ) from exc
+        delay = backoff_delay(retries, self.random)
+        logger.info(
+            "%s; retry %d of %d in %.2f s", what, retries + 1, self.settings.max_retries, delay
+        )
+        return _Retry(delay)
+
+
+@register_sparse_embedding_function
+class ChromaSparseEmbeddingFunction(SparseEmbeddingFunction[Documents]):
+    """Sparse embeddings from Chroma's embedding service (`POST /embed_sparse`).
+
+    Registered with chromadb under the name ``"chroma_sparse_ef"``, so a collection whose
+    schema stores it rebuilds it by name (import this package first). One instance is
+    safe to share across threads. Calls are batched (at most `batch_size` texts a
+    request), sent up to `max_concurrency` at a time, retried on transient failures, and
+    reassembled in input order; a 413 splits the batch.
+
+    Args:
+        model: The model for documents. Default ``"prithivida/Splade_PP_en_v1"``.
+            Dense-only models raise `UnsupportedModelError` here, before any request.
+        api_key: The key. Never persisted; when omitted it is read from
+            `api_key_env_var`, then from an existing chromadb CloudClient. A loopback
+            `base_url` (the local server) needs no key.
+        api_key_env_var: Where to find the key. Default ``"CHROMA_API_KEY"``.
+        base_url: The service. Default: env ``CHROMA_EMBED_URL``, else
+            ``"https://embed.trychroma.com"``.
+        task: A task name; documents are then sent with ``target: "documents"`` and
+            queries with ``target: "query"``.
+        instructions: Instructions sent with every request (instead of a task).
+        query_instructions: Instructions for queries, when they differ.
+        query_model: The model for queries. Default: the catalog's twin (the
+            efficient-SPLADE ``-doc`` model uses its ``-query`` model), else `model`.
+        fetch_labels: Ask for token labels and return them in `SparseVector.labels`.
+        batch_size: Texts per request. Default 100, the hosted service's cap.
+        max_concurrency: Requests in flight per call. Default 8.
+        max_retries: Retries after the first attempt. Default 2.
+        timeout: Seconds per request. Default 60.
+        progress: Show a progress bar (tqdm) for calls of more than one batch.
+        http_client: An `httpx.Client` to send with (tests, proxies). Not closed by
+            `close()`.
+        async_http_client: An `httpx.AsyncClient` for the async methods. Not closed by
+            `aclose()`.
+
+    Raises:
+        ConfigurationError: a bad argument.
+        MissingAPIKeyError: no key found and `base_url` is not a loopback address.
+        UnsupportedModelError: a dense-only model.
+    """
+
+    def __init__(
+        self,
+        *,
+        model: str = DEFAULT_MODEL,
+        api_key: str | None = None,
+        api_key_env_var: str = DEFAULT_API_KEY_ENV_VAR,
+        base_url: str | None = None,
+        task: str | None = None,
+        instructions: str | None = None,
+        query_instructions: str | None = None,
+        query_model: str | None = None,
+        fetch_labels: bool = False,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        timeout: float = DEFAULT_TIMEOUT,
+        progress: bool = False,
+        http_client: httpx.Client | None = None,
+        async_http_client: httpx.AsyncClient | None = None,
+    ) -> None:
+        if api_key is not None and not isinstance(api_key, str):
+            raise ConfigurationError(f"api_key must be a string, got {type(api_key).__name__}")
+        settings = Settings(
+            model=model,
+            query_model=query_model,
+            api_key_env_var=api_key_env_var,
+            base_url=base_url,
+            task=task,
+            instructions=instructions,
+            query_instructions=query_instructions,
+            fetch_labels=fetch_labels,
+            batch_size=batch_size,
+            max_concurrency=max_concurrency,
+            max_retries=max_retries,
+            timeout=timeout,
+        )
+        key = require_api_key(api_key, settings.api_key_env_var, settings.resolved_base_url)
+        self._settings = settings
+        self._core = _Core(settings, key)
+        self.progress = bool(progress)
+        self._lock = threading.Lock()
+        self._client = http_client
+        self._owns_client = http_client is None
+        self._aclient = async_http_client
+        self._owns_aclient = async_http_client is None
+        self._aclient_loop: asyncio.AbstractEventLoop | None = None
+        # Injected by tests so retries are checked without sleeping.
+        self._sleep: Callable[[float], None] = time.sleep
+        self._async_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+
+    # -- chromadb's SparseEmbeddingFunction protocol ------------------------------------
+
+    def __call__(self, input: Documents) -> SparseVectors:
+        """Embed documents with `model`.
+
+        Args:
+            input: A non-empty list of strings.
+
+        Returns:
+            One `SparseVector` per text, in input order.
+
+        Raises:
+            InvalidInputError: `input` is not a non-empty list of strings.
+            EmbeddingError: a subclass per failure; see the package's error table.
+        """
+        return self._embed(_check_input(input), "documents")
+
+    def embed_query(self, input: Documents) -> SparseVectors:
+        """Embed queries with the query model (and query target or instructions).
+
+        Same arguments, result and errors as `__call__`.
+        """
+        return self._embed(_check_input(input), "query")
+
+    async def acall(self, input: Documents) -> SparseVectors:
+        """Awaitable `__call__`: same semantics, requests sent concurrently on the loop."""
+        texts = _check_input(input)
+        return await self._aembed(texts, "documents")
+
+    async def aembed_query(self, input: Documents) -> SparseVectors:
+        """Awaitable `embed_query`."""
+        texts = _check_input(input)
+        return await self._aembed(texts, "query")
+
+    @staticmethod
+    def name() -> str:
+        """The registered name, ``"chroma_sparse_ef"``, persisted in collections."""
+        return EMBEDDING_FUNCTION_NAME
+
+    def get_config(self) -> dict[str, Any]:
+        """The persisted configuration. Never holds the API key."""
+        return self._settings.to_config()
+
+    @staticmethod
+    def build_from_config(config: dict[str, Any]) -> ChromaSparseEmbeddingFunction:
+        """Rebuild from `get_config()` output; the key is looked up again.
+
+        Raises:
+            ConfigurationError: the config does not match the packaged JSON schema.
+            MissingAPIKeyError: the key cannot be found.
+        """
+        settings = Settings.from_config(config)
+        return ChromaSparseEmbeddingFunction(
+            model=settings.model,
+            query_model=settings.query_model,
+            api_key_env_var=settings.api_key_env_var,
+            base_url=settings.base_url,
+            task=settings.task,
+            instructions=settings.instructions,
+            query_instructions=settings.query_instructions,
+            fetch_labels=settings.fetch_labels,
+            batch_size=settings.batch_size,
+            max_concurrency=settings.max_concurrency,
+            max_retries=settings.max_retries,
+            timeout=settings.timeout,
+        )
+
+    @staticmethod
+    def validate_config(config: dict[str, Any]) -> None:
+        """Validate a config against the JSON schema shipped in the package.
+
+        Raises:
+            ConfigurationError: it does not match, or it holds an ``api_key``.
+        """
+        validate_config(config)
+
+    def validate_config_update(
+        self, old_config: dict[str, Any], new_config: dict[str, Any]
+    ) -> None:
+        """Refuse changes that would move new vectors into another space.
+
+        Raises:
+            ConfigurationError: `new_config` changes the model, query model, task or
+                instructions.
+        """
+        old = {**self.get_config(), **old_config}
+        for key in IMMUTABLE_KEYS:
+            if key in new_config and new_config[key] != old.get(key):
+                raise ConfigurationError(
+                    f"changing {key!r} of {EMBEDDING_FUNCTION_NAME} is not supported: vectors "
+                    "already stored would no longer be comparable; create a new collection"
+                )
+
+    # -- what users read --------------------------------------------------------------
+
+    @property
+    def model(self) -> str:
+        """The model documents are embedded with."""
+        return self._settings.model
+
+    @property
+    def query_model(self) -> str:
+        """The model queries are embedded with."""
+        return self._settings.resolved_query_model
+
+    @property
+    def base_url(self) -> str:
+        """The service's base URL (without credentials, if it had any)."""
+        return display_url(self._settings.resolved_base_url)
+
+    @property
+    def fetch_labels(self) -> bool:
+        """Whether vectors carry token labels."""
+        return self._settings.fetch_labels
+
+    @property
+    def settings(self) -> Settings:
+        """Every setting that decides what is sent (no secret)."""
+        return self._settings
+
+    @property
+    def usage(self) -> Usage:
+        """Requests, texts, tokens and retries so far (a consistent snapshot)."""
+        return self._core.usage.snapshot()
+
+    def reset_usage(self) -> Usage:
+        """Return the usage so far and start counting from zero."""
+        return self._core.usage.reset()
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(model={self.model!r}, query_model={self.query_model!r}, "
+            f"base_url={self.base_url!r}, fetch_labels={self.fetch_labels!r})"
+        )
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> ChromaSparseEmbeddingFunction:
+        # Settings are immutable and the instance is thread-safe, so a copy would only
+        # duplicate connection pools; chromadb deep-copies configs that hold functions.
+        return self
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the HTTP client this instance created (not one passed in)."""
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None and self._owns_client:
+            client.close()
+
+    async def aclose(self) -> None:
+        """Close both clients this instance created."""
+        self.close()
+        with self._lock:
+            aclient, self._aclient = self._aclient, None
+            self._aclient_loop = None
+        if aclient is not None and self._owns_aclient:
+            await aclient.aclose()
+
+    def __enter__(self) -> ChromaSparseEmbeddingFunction:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> ChromaSparseEmbeddingFunction:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # -- sync path ----------------------------------------------------------------------
+
+    def _http(self) -> httpx.Client:
+        with self._lock:
+            if self._client is None:
+                self._owns_client = True
+                self._client = httpx.Client(
+                    timeout=self._settings.timeout,
+                    limits=httpx.Limits(max_connections=self._settings.max_concurrency),
+                )
+            return self._client
+
+    def _embed(self, texts: list[str], side: Side) -> SparseVectors:
+        request = self._core.requests[side]
+        out: list[SparseVector | None] = [None] * len(texts)
+        spans = self._core.batches(len(texts))
+        with _progress(self.progress and len(spans) > 1, len(texts), request.model) as bar:
+
+            def run(span: tuple[int, int]) -> None:
+                start, end = span
+                out[start:end] = self._send(texts[start:end], request)
+                bar.update(end - start)
+
+            workers = min(self._settings.max_concurrency, len(spans))
+            if workers == 1:
+                for span in spans:
+                    run(span)
+            else:
+                with ThreadPoolExecutor(workers, thread_name_prefix="chroma-sparse-ef") as pool:
+                    futures: list[Future[None]] = [pool.submit(run, span) for span in spans]
+                    wait(futures, return_when=FIRST_EXCEPTION)
+                    for future in futures:
+                        future.cancel()  # batches not started yet; running ones finish
+                _raise_first_error(futures)
+        return _complete(out)
+
+    def _send(self, texts: Sequence[str], request: _Request) -> list[SparseVector]:
+        body = request.body(texts, self._settings.fetch_labels)
+        retries = 0
+        while True:
+            self._core.usage.sent()
+            try:
+                response = self._http().post(self._core.url, content=body, headers=request.headers)
+            except httpx.HTTPError as exc:
+                action: _Done | _Retry | _Split = self._core.decide_transport(exc, request, retries)
+            else:
+                action = self._core.decide(response, texts, request, retries)
+            if isinstance(action, _Done):
+                return action.vectors
+            if isinstance(action, _Split):
+                mid = len(texts) // 2
+                return self._send(texts[:mid], request) + self._send(texts[mid:], request)
+            self._core.usage.retried()
+            self._sleep(action.delay)
+            retries += 1
+
+    # -- async path ---------------------------------------------------------------------
+
+    def _ahttp(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if not self._owns_aclient and self._aclient is not None:
+                return self._aclient
+            # An AsyncClient's connections belong to the loop that opened them: a new
+            # loop (another asyncio.run) gets a new client.
+            if self._aclient is None or self._aclient_loop is not loop:
+                self._owns_aclient = True
+                self._aclient = httpx.AsyncClient(
+                    timeout=self._settings.timeout,
+                    limits=httpx.Limits(max_connections=self._settings.max_concurrency),
+                )
+                self._aclient_loop = loop
+            return self._aclient
+
+    async def _aembed(self, texts: list[str], side: Side) -> SparseVectors:
+        request = self._core.requests[side]
+        out: list[SparseVector | None] = [None] * len(texts)
+        spans = self._core.batches(len(texts))
+        gate = asyncio.Semaphore(self._settings.max_concurrency)
+        with _progress(self.progress and len(spans) > 1, len(texts), request.model) as bar:
+
+            async def run(span: tuple[int, int]) -> None:
+                start, end = span
+                async with gate:
+                    out[start:end] = await self._asend(texts[start:end], request)
+                bar.update(end - start)
+
+            tasks = [asyncio.ensure_future(run(span)) for span in spans]
+            try:
+                await asyncio.gather(*tasks)
+            finally:
+                for task in tasks:
+                    task.cancel()
+        return _complete(out)
+
+    async def _asend(self, texts: Sequence[str], request: _Request) -> list[SparseVector]:
+        body = request.body(texts, self._settings.fetch_labels)
+        retries = 0
+        while True:
+            self._core.usage.sent()
+            try:
+                response = await self._ahttp().post(
+                    self._core.url, content=body, headers=request.headers
+                )
+            except httpx.HTTPError as exc:
+                action: _Done | _Retry | _Split = self._core.decide_transport(exc, request, retries)
+            else:
+                action = self._core.decide(response, texts, request, retries)
+            if isinstance(action, _Done):
+                return action.vectors
+            if isinstance(action, _Split):
+                mid = len(texts) // 2
+                first = await self._asend(texts[:mid], request)
+                return first + await self._asend(texts[mid:], request)
+            self._core.usage.retried()
+            await self._async_sleep(action.delay)
+            retries += 1
+
+
+def _check_input(input: object) -> list[str]:
+    """The texts as a list, or `InvalidInputError` before any request is sent."""
+    if isinstance(input, str):
+        raise InvalidInputError(
+            "expected a list of texts, got a single string: wrap it in a list, e.g. [text]"
+        )
+    if input is None or isinstance(input, (bytes, bytearray, memoryview, Mapping)):
+        raise InvalidInputError(f"expected a list of texts, got {type(input).__name__}")
+    if not isinstance(input, Iterable):
+        raise InvalidInputError(f"expected a list of texts, got {type(input).__name__}")
+    texts = list(input)
+    if not texts:
+        raise InvalidInputError("expected at least one text, got an empty list")
+    for pos, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise InvalidInputError(
+                f"input[{pos}] is {type(text).__name__}, expected str"
+                + (": decode bytes first" if isinstance(text, (bytes, bytearray)) else "")
+            )
+    return texts
+
+
+def _complete(out: list[SparseVector | None]) -> list[SparseVector]:
+    if any(v is None for v in out):  # pragma: no cover - every path fills or raises
+        raise ServiceError("internal error: a batch finished without results")
+    return out  # type: ignore[return-value]
+
+
+def _raise_first_error(futures: Sequence[Future[None]]) -> None:
+    # The earliest batch's error, so the same failure is reported however threads raced.
+    for future in futures:
+        if not future.cancelled():
+            exc = future.exception()
+            if exc is not None:
+                raise exc
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def __enter__(self) -> _NoBar:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        pass
+
+
+def _progress(enabled: bool, total: int, model: str) -> Any:
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="text", desc=f"embedding ({model})")
