@@ -1,0 +1,185 @@
+"""Config by name: get_config/build_from_config, the JSON schema, updates, chromadb Schema."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+from chromadb.api.types import Schema, SparseVectorIndexConfig
+from chromadb.execution.expression.operator import Key
+from chromadb.utils.embedding_functions import sparse_known_embedding_functions
+
+import chroma_sparse_ef
+from chroma_sparse_ef import ChromaSparseEmbeddingFunction, ConfigurationError
+
+SECRET = "ck-config-secret-never-persisted"
+
+
+@pytest.fixture
+def ef() -> ChromaSparseEmbeddingFunction:
+    return ChromaSparseEmbeddingFunction(
+        model="naver/efficient-splade-VI-BT-large-doc",
+        api_key=SECRET,
+        base_url="https://embed.example.test",
+        task="retrieval",
+        fetch_labels=True,
+        batch_size=50,
+        max_concurrency=4,
+        max_retries=3,
+        timeout=12.5,
+    )
+
+
+def test_registered_with_chromadb_under_the_stable_name() -> None:
+    """Importing the package registers the class as 'chroma_sparse_ef'."""
+    assert ChromaSparseEmbeddingFunction.name() == "chroma_sparse_ef"
+    assert sparse_known_embedding_functions["chroma_sparse_ef"] is ChromaSparseEmbeddingFunction
+
+
+def test_config_round_trips_through_build_from_config(
+    ef: ChromaSparseEmbeddingFunction, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """build_from_config(get_config()) rebuilds the same settings, key from the env var."""
+    monkeypatch.setenv("CHROMA_API_KEY", "rebuilt-key")
+    config = ef.get_config()
+    rebuilt = ChromaSparseEmbeddingFunction.build_from_config(json.loads(json.dumps(config)))
+    assert rebuilt.settings == ef.settings.with_changes(
+        query_model="naver/efficient-splade-VI-BT-large-query"
+    )
+    assert rebuilt.get_config() == config
+
+
+def test_config_never_holds_the_key(ef: ChromaSparseEmbeddingFunction) -> None:
+    """The key is not in the config, only the env var's name."""
+    config = ef.get_config()
+    assert SECRET not in json.dumps(config)
+    assert config["api_key_env_var"] == "CHROMA_API_KEY"
+    assert "api_key" not in config
+
+
+def test_config_is_valid_against_the_packaged_schema(ef: ChromaSparseEmbeddingFunction) -> None:
+    """What get_config produces passes validate_config."""
+    ChromaSparseEmbeddingFunction.validate_config(ef.get_config())
+
+
+def test_env_var_base_url_is_not_persisted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A URL taken from CHROMA_EMBED_URL is looked up again on rebuild, not frozen in."""
+    monkeypatch.setenv("CHROMA_EMBED_URL", "http://127.0.0.1:8123")
+    assert "base_url" not in ChromaSparseEmbeddingFunction().get_config()
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        ({"api_key": "x"}, "never contain 'api_key'"),
+        ({"surprise": 1}, "Additional properties"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"fetch_labels": "true"}, "fetch_labels"),
+        ({"timeout": -1}, "timeout"),
+        ({"base_url": "file:///etc"}, "base_url"),
+        ({"model": ""}, "model"),
+    ],
+)
+def test_validate_config_rejects_bad_configs(
+    ef: ChromaSparseEmbeddingFunction, change: dict[str, Any], fragment: str
+) -> None:
+    """Secrets, unknown keys and wrong types are rejected with the place named."""
+    config = {**ef.get_config(), **change}
+    with pytest.raises(ConfigurationError, match=fragment):
+        ChromaSparseEmbeddingFunction.validate_config(config)
+
+
+def test_validate_config_requires_model_and_env_var() -> None:
+    """A config without a model cannot rebuild anything."""
+    with pytest.raises(ConfigurationError, match="model"):
+        ChromaSparseEmbeddingFunction.validate_config({"api_key_env_var": "X"})
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("model", "BAAI/bge-m3"),
+        ("query_model", "BAAI/bge-m3"),
+        ("task", "other"),
+        ("instructions", "Represent"),
+        ("query_instructions", "Ask"),
+    ],
+)
+def test_updates_that_change_the_vector_space_are_refused(
+    ef: ChromaSparseEmbeddingFunction, key: str, value: str
+) -> None:
+    """Model, query model, task and instructions are immutable once vectors exist."""
+    with pytest.raises(ConfigurationError, match=key):
+        ef.validate_config_update(ef.get_config(), {key: value})
+
+
+def test_operational_updates_are_allowed(ef: ChromaSparseEmbeddingFunction) -> None:
+    """Batch size, concurrency, retries, timeout and labels can change freely."""
+    ef.validate_config_update(
+        ef.get_config(),
+        {
+            "batch_size": 10,
+            "max_concurrency": 2,
+            "max_retries": 0,
+            "timeout": 5.0,
+            "fetch_labels": False,
+        },
+    )
+
+
+def test_update_repeating_the_same_model_is_allowed(ef: ChromaSparseEmbeddingFunction) -> None:
+    """Restating an immutable value unchanged is not a change."""
+    ef.validate_config_update(ef.get_config(), {"model": ef.model})
+
+
+def _sparse_schema(ef: ChromaSparseEmbeddingFunction) -> Schema:
+    return Schema().create_index(
+        config=SparseVectorIndexConfig(source_key=Key.DOCUMENT, embedding_function=ef),
+        key="sparse_embedding",
+    )
+
+
+def test_chromadb_schema_round_trip_rebuilds_the_function_by_name(
+    ef: ChromaSparseEmbeddingFunction, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """serialize_to_json -> JSON text -> deserialize_from_json gives our function back."""
+    monkeypatch.setenv("CHROMA_API_KEY", "rebuilt-key")
+    payload = json.dumps(_sparse_schema(ef).serialize_to_json())
+    assert SECRET not in payload
+    stored = json.loads(payload)["keys"]["sparse_embedding"]["sparse_vector"]["sparse_vector_index"]
+    assert stored["config"]["embedding_function"]["name"] == "chroma_sparse_ef"
+    assert stored["config"]["embedding_function"]["type"] == "known"
+
+    schema = Schema.deserialize_from_json(json.loads(payload))
+    config = schema.keys["sparse_embedding"].sparse_vector.sparse_vector_index.config
+    rebuilt = config.embedding_function
+    assert isinstance(rebuilt, ChromaSparseEmbeddingFunction)
+    assert rebuilt.get_config() == ef.get_config()
+    assert config.source_key == "#document"
+
+
+def test_schema_round_trip_without_a_key_warns_and_drops_the_function(
+    ef: ChromaSparseEmbeddingFunction,
+) -> None:
+    """chromadb's own behaviour: an unbuildable function becomes None with a warning."""
+    payload = _sparse_schema(ef).serialize_to_json()
+    with pytest.warns(UserWarning, match="CHROMA_API_KEY"):
+        schema = Schema.deserialize_from_json(payload)
+    config = schema.keys["sparse_embedding"].sparse_vector.sparse_vector_index.config
+    assert config.embedding_function is None
+
+
+def test_deepcopy_shares_the_thread_safe_instance(ef: ChromaSparseEmbeddingFunction) -> None:
+    """Deep copies (chromadb copies configs) do not duplicate connection pools."""
+    assert copy.deepcopy(ef) is ef
+
+
+def test_public_api_is_sorted_and_complete() -> None:
+    """__all__ is sorted and names exactly what the package exports."""
+    names = chroma_sparse_ef.__all__
+    assert names == sorted(names, key=lambda n: (not n.isupper(), n.startswith("_"), n))
+    public = {n for n in vars(chroma_sparse_ef) if not n.startswith("_") or n == "__version__"}
+    modules = {n for n, v in vars(chroma_sparse_ef).items() if type(v).__name__ == "module"}
+    assert set(names) == public - modules - {"annotations"}
