@@ -38,6 +38,7 @@ from ._constants import (
     DEFAULT_TIMEOUT,
     EMBED_SPARSE_PATH,
     EMBEDDING_FUNCTION_NAME,
+    LOCAL_PLACEHOLDER_TOKEN,
     MAX_RETRY_AFTER,
     MODEL_HEADER,
     TOKEN_HEADER,
@@ -117,9 +118,11 @@ class _Core:
     def _request_for(self, side: Side) -> _Request:
         s = self.settings
         model = s.model if side == "documents" else s.resolved_query_model
-        headers = {MODEL_HEADER: model, "content-type": "application/json"}
-        if self._api_key is not None:
-            headers[TOKEN_HEADER] = self._api_key
+        headers = {
+            MODEL_HEADER: model,
+            TOKEN_HEADER: self._api_key or LOCAL_PLACEHOLDER_TOKEN,
+            "content-type": "application/json",
+        }
         instructions = s.instructions
         if side == "query" and s.query_instructions is not None:
             instructions = s.query_instructions
@@ -239,7 +242,7 @@ class ChromaSparseEmbeddingFunction(SparseEmbeddingFunction[Documents]):
             efficient-SPLADE ``-doc`` model uses its ``-query`` model), else `model`.
         fetch_labels: Ask for token labels and return them in `SparseVector.labels`.
         batch_size: Texts per request. Default 100, the hosted service's cap.
-        max_concurrency: Requests in flight per call. Default 8.
+        max_concurrency: Requests in flight per call. Default 16.
         max_retries: Retries after the first attempt. Default 2.
         timeout: Seconds per request. Default 60.
         progress: Show a progress bar (tqdm) for calls of more than one batch.

@@ -554,13 +554,13 @@ class TestSecrets:
         assert service.requests[0].headers["x-chroma-token"] == "explicit"
 
     def test_loopback_server_needs_no_key(self, service: FakeService) -> None:
-        """A local server on 127.0.0.1 works without a key; no token header is sent."""
+        """A local server on 127.0.0.1 works without a key; a non-secret placeholder is sent."""
         ef = ChromaSparseEmbeddingFunction(
             base_url="http://127.0.0.1:8000",
             http_client=httpx.Client(transport=httpx.MockTransport(service)),
         )
         ef(["a"])
-        assert "x-chroma-token" not in service.requests[0].headers
+        assert service.requests[0].headers["x-chroma-token"] == "local-no-key"
 
     def test_base_url_env_var_is_used(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """CHROMA_EMBED_URL points the function at another server, as chromadb's do."""
