@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ._corpus import Doc, stdlib_docstrings
+from ._dense import DenseChoice, default_dense_function
 from ._embedding_function import ChromaSparseEmbeddingFunction
 from ._exceptions import (
     APIStatusError,
@@ -16,6 +18,7 @@ from ._exceptions import (
     ServiceError,
     UnsupportedModelError,
 )
+from ._hashing import HashingEmbeddingFunction
 from ._models import DEFAULT_MODEL, MODELS, ModelInfo
 from ._usage import Usage
 from ._version import __version__
@@ -27,7 +30,10 @@ __all__ = [
     "AuthenticationError",
     "ChromaSparseEmbeddingFunction",
     "ConfigurationError",
+    "DenseChoice",
+    "Doc",
     "EmbeddingError",
+    "HashingEmbeddingFunction",
     "InvalidInputError",
     "InvalidRequestError",
     "InvalidResponseError",
@@ -38,4 +44,6 @@ __all__ = [
     "UnsupportedModelError",
     "Usage",
     "__version__",
+    "default_dense_function",
+    "stdlib_docstrings",
 ]

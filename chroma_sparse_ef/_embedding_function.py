@@ -647,6 +647,8 @@ class _NoBar:
 def _progress(enabled: bool, total: int, model: str) -> Any:
     if not enabled:
         return _NoBar()
-    from tqdm.auto import tqdm
+    # tqdm.std, not tqdm.auto: a text bar works everywhere, and the notebook widget
+    # would need ipywidgets, one more dependency for a progress bar.
+    from tqdm import tqdm
 
     return tqdm(total=total, unit="text", desc=f"embedding ({model})")

@@ -1,21 +1,31 @@
 """The ``chroma-sparse-ef`` command.
 
-One typer app; each command is a function registered on `app`, so more commands
-(``demo``, ``embed``, ``search``) are added the same way. Heavy imports (FastAPI,
+One typer app; each command is a function registered on `app` (``serve``, ``embed``,
+``models``), so more commands (``demo``, ``search``) are added the same way. Heavy imports (FastAPI,
 uvicorn, chromadb) happen inside the commands, so ``--help`` stays fast. Expected
 failures print one line, ``chroma-sparse-ef: error: ...``, and exit with status 1.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
-from typing import Annotated, NoReturn
+import json
+import os
+import sys
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
-from ._exceptions import ConfigurationError
+from ._constants import BASE_URL_ENV_VAR, DEFAULT_API_KEY_ENV_VAR
+from ._exceptions import ConfigurationError, EmbeddingError
+from ._models import DEFAULT_MODEL, MODELS
 from ._version import __version__
 from .server._settings import API_KEY_ENV_VAR, DEFAULT_HOST, DEFAULT_PORT
+
+if TYPE_CHECKING:
+    from chromadb.base_types import SparseVector
 
 __all__ = ["app", "main"]
 
@@ -129,6 +139,165 @@ def serve(
         warn_if_exposed(host, has_api_key=api_key is not None)
         typer.echo(f"chroma-sparse-ef: serving {url_for(sock)}/embed_sparse", err=True)
         server.run(sockets=[sock])
+
+
+@app.command()
+def embed(
+    text: Annotated[str, typer.Argument(help="The text to embed; - reads it from standard input.")],
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="Model name (see `chroma-sparse-ef models`).")
+    ] = DEFAULT_MODEL,
+    query: Annotated[
+        bool,
+        typer.Option(
+            "--query", help="Embed as a query (query model and target) instead of a document."
+        ),
+    ] = False,
+    base_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar=BASE_URL_ENV_VAR,
+            show_default=False,
+            help="Embedding service URL. Default: Chroma's hosted service when "
+            f"{DEFAULT_API_KEY_ENV_VAR} is set, else the local server.",
+        ),
+    ] = None,
+    local: Annotated[
+        bool,
+        typer.Option(
+            "--local", help="Start the local server in-process and use it (BM25 vectors)."
+        ),
+    ] = False,
+    top: Annotated[
+        int | None,
+        typer.Option(
+            "--top", "-n", min=1, show_default=False, help="Show only the N heaviest entries."
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="Print JSON (indices ascending, as chromadb stores them)."),
+    ] = False,
+) -> None:
+    """Print the sparse vector of TEXT with its labels (the tokens), heaviest first.
+
+    The key comes from CHROMA_API_KEY. With no key and no URL (or with --local), the local server runs in-process: its vectors are BM25 weights, not SPLADE.
+    """
+    if text == "-":
+        text = sys.stdin.read()
+    if local and base_url is not None:
+        fail(f"--local and --base-url (or {BASE_URL_ENV_VAR}) cannot be used together")
+    use_local = local or (base_url is None and not os.environ.get(DEFAULT_API_KEY_ENV_VAR))
+    with _service(base_url, use_local, explicit=local) as url:
+        try:
+            from ._embedding_function import ChromaSparseEmbeddingFunction
+
+            with ChromaSparseEmbeddingFunction(model=model, base_url=url, fetch_labels=True) as ef:
+                vector = (ef.embed_query if query else ef)([text])[0]
+                used_model = ef.query_model if query else ef.model
+                tokens = ef.usage.tokens
+        except EmbeddingError as exc:
+            fail(str(exc))
+    side = "query" if query else "document"
+    if as_json:
+        payload = {
+            "model": used_model,
+            "side": side,
+            "backend": "local BM25" if use_local else "service",
+            "num_tokens": tokens,
+            "indices": list(vector.indices),
+            "values": list(vector.values),
+            "labels": list(vector.labels) if vector.labels is not None else None,
+        }
+        typer.echo(json.dumps(payload, ensure_ascii=False))
+        return
+    _print_vector(vector, used_model, side, tokens, local=use_local, top=top)
+
+
+@app.command()
+def models(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List the models Chroma's embedding service hosts, and what each can do."""
+    if as_json:
+        rows = [
+            {
+                "name": info.name,
+                "sparse": info.sparse,
+                "query_model": info.query_model,
+                "description": info.description,
+            }
+            for info in MODELS.values()
+        ]
+        typer.echo(json.dumps(rows))
+        return
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(
+        title="Models of Chroma's embedding service",
+        caption="* the default model",
+    )
+    table.add_column("model", no_wrap=True)
+    table.add_column("sparse")
+    table.add_column("notes")
+    for info in MODELS.values():
+        table.add_row(
+            Text(info.name + (" *" if info.name == DEFAULT_MODEL else "")),
+            "yes" if info.sparse else "no",
+            info.description,
+        )
+    Console().print(table)
+
+
+@contextlib.contextmanager
+def _service(base_url: str | None, use_local: bool, *, explicit: bool) -> Iterator[str | None]:
+    """Yield the base URL to call: `base_url`, or that of a local server started here."""
+    if not use_local:
+        yield base_url
+        return
+    why = "--local" if explicit else f"no {DEFAULT_API_KEY_ENV_VAR}"
+    typer.echo(
+        f"chroma-sparse-ef: {why}: using the local server (BM25 vectors, not SPLADE)", err=True
+    )
+    with contextlib.ExitStack() as stack:
+        try:
+            from .testing import run_local_server
+
+            server = stack.enter_context(run_local_server())
+        except (ImportError, ConfigurationError, RuntimeError) as exc:
+            fail(f"cannot start the local server: {exc}")
+        yield server.url
+
+
+def _print_vector(
+    vector: SparseVector, model: str, side: str, tokens: int, *, local: bool, top: int | None
+) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+    from rich.text import Text
+
+    labels = vector.labels or [""] * len(vector.indices)
+    rows = sorted(
+        zip(labels, vector.indices, vector.values, strict=True), key=lambda r: (-r[2], r[1])
+    )
+    shown = rows[:top] if top is not None else rows
+    console = Console()
+    # Labels and model names are data, not markup: "[CLS]" must print as itself.
+    console.print(f"[bold]{escape(model)}[/bold] ({side}): {len(rows)} non-zero, {tokens} tokens")
+    table = Table()
+    table.add_column("label")
+    table.add_column("index", justify="right")
+    table.add_column("value", justify="right")
+    for label, index, value in shown:
+        table.add_row(Text(label), str(index), f"{value:.4f}")
+    console.print(table)
+    if len(shown) < len(rows):
+        console.print(f"{len(rows) - len(shown)} lighter entries not shown", style="dim")
+    if local:
+        console.print("BM25 weights from the local server, not SPLADE", style="dim")
 
 
 def main() -> None:
