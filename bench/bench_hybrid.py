@@ -1,0 +1,305 @@
+"""HybridCollection on a real PersistentClient: reopen + index build, and search latency.
+
+Builds (once; reused with --path) a collection of N records the way HybridCollection stores
+them: each record's metadata holds a SYNTHETIC SPLADE-like sparse vector (``bench/_synthetic``,
+~150 nonzeros over 30,522 tokens) encoded with ``_codec`` plus the document hash, and a
+cheap deterministic 64-dim dense embedding. No embedding service is called.
+
+Then, in a fresh Python process (so nothing is cached in memory):
+
+- reopen: ``PersistentClient(path)`` + ``HybridCollection.get`` + building the sparse index
+  from the stored vectors (target: <= 30 s at 100k), split into reading from Chroma and
+  decoding + indexing;
+- search latency, median and p95 over the queries: hybrid (``Rrf`` over a dense ``Knn`` and
+  a sparse ``Knn``, 100 candidates each, via a chromadb ``Search`` with vector queries, so no
+  embedding call is timed), each leg alone, and Chroma's own dense ``collection.query`` as
+  the baseline the ratio is taken against.
+
+Run::
+
+    /work/.venv/bin/python bench/bench_hybrid.py --docs 100000 --path /tmp/hybrid-bench
+
+Building 100k records takes a few minutes on 2 cores; the time is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _synthetic import SyntheticCorpus
+
+NAME = "bench"
+DIMS = 64
+WRITE_BATCH = 5_000
+
+
+class BenchDense:
+    """A cheap deterministic dense function: never called for vector queries."""
+
+    def __init__(self) -> None:
+        pass
+
+    def __call__(self, input: list[str]) -> list[np.ndarray]:
+        return [_dense_vector(hash(t) % 2**31) for t in input]
+
+
+def _dense_vector(seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal(DIMS).astype(np.float32)
+    return v / np.linalg.norm(v)
+
+
+def _dense_matrix(n: int, seed: int) -> np.ndarray:
+    m = np.random.default_rng(seed).standard_normal((n, DIMS)).astype(np.float32)
+    return m / np.linalg.norm(m, axis=1, keepdims=True)
+
+
+def build(path: str, n_docs: int) -> float:
+    """Write the collection; returns seconds taken."""
+    import chromadb
+    from chromadb.api.types import EmbeddingFunction
+
+    from chroma_sparse_ef import ChromaSparseEmbeddingFunction
+    from chroma_sparse_ef.hybrid import HybridCollection
+    from chroma_sparse_ef.hybrid._codec import encode_sparse_vector
+    from chroma_sparse_ef.hybrid._stored import doc_hash_key, document_hash
+
+    class Dense(BenchDense, EmbeddingFunction):  # type: ignore[type-arg,misc]
+        pass
+
+    t0 = time.perf_counter()
+    client = chromadb.PersistentClient(path)
+    hc = HybridCollection.get_or_create(
+        client,
+        NAME,
+        sparse_embedding_function=ChromaSparseEmbeddingFunction(base_url="http://127.0.0.1:9"),
+        embedding_function=Dense(),
+    )
+    indptr, indices, values = SyntheticCorpus().documents(n_docs)
+    dense = _dense_matrix(n_docs, seed=7)
+    key, hkey = hc.sparse_key, doc_hash_key(hc.sparse_key)
+    for start in range(0, n_docs, WRITE_BATCH):
+        end = min(n_docs, start + WRITE_BATCH)
+        ids = [f"doc-{i}" for i in range(start, end)]
+        docs = [f"synthetic document {i}" for i in range(start, end)]
+        metas = [
+            {
+                "group": i % 10,
+                key: encode_sparse_vector(
+                    indices[indptr[i] : indptr[i + 1]], values[indptr[i] : indptr[i + 1]]
+                ),
+                hkey: document_hash(docs[i - start]),
+            }
+            for i in range(start, end)
+        ]
+        hc.collection.add(ids=ids, documents=docs, metadatas=metas, embeddings=dense[start:end])
+        print(f"  wrote {end:,}/{n_docs:,} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    return time.perf_counter() - t0
+
+
+def measure(path: str, n_queries: int) -> dict[str, Any]:
+    """Reopen in this (fresh) process and time everything; returns the figures."""
+    import chromadb
+    from chromadb.api.types import EmbeddingFunction, SparseVector
+    from chromadb.execution.expression import K, Knn, Rrf, Search
+
+    import chroma_sparse_ef  # noqa: F401  (registers the sparse function)
+    from chroma_sparse_ef.hybrid import HybridCollection, _local
+
+    class Dense(BenchDense, EmbeddingFunction):  # type: ignore[type-arg,misc]
+        pass
+
+    # Split the load into Chroma reads and our decode + index build.
+    read_seconds = [0.0]
+    original_get = None
+
+    t0 = time.perf_counter()
+    client = chromadb.PersistentClient(path)
+    hc = HybridCollection.get(client, NAME, embedding_function=Dense())
+    t_open = time.perf_counter() - t0
+    collection = hc.collection
+    original_get = collection.get
+
+    def timed_get(*args: Any, **kwargs: Any) -> Any:
+        s = time.perf_counter()
+        try:
+            return original_get(*args, **kwargs)
+        finally:
+            read_seconds[0] += time.perf_counter() - s
+
+    collection.get = timed_get
+    t1 = time.perf_counter()
+    hc.refresh()
+    t_load = time.perf_counter() - t1
+    collection.get = original_get
+    backend: Any = hc._backend
+    index = backend.index
+    n = len(index)
+
+    queries = SyntheticCorpus().queries(n_queries)
+    dense_queries = _dense_matrix(n_queries, seed=11)
+
+    def hybrid(i: int) -> Search:
+        q_idx, q_val = queries[i]
+        sparse = SparseVector(indices=q_idx.tolist(), values=q_val.tolist())
+        return (
+            Search()
+            .rank(
+                Rrf(
+                    [
+                        Knn(
+                            query=dense_queries[i].tolist(),
+                            return_rank=True,
+                            limit=100,
+                            default=100.0,
+                        ),
+                        Knn(
+                            query=sparse,
+                            key=hc.sparse_key,
+                            return_rank=True,
+                            limit=100,
+                            default=100.0,
+                        ),
+                    ]
+                )
+            )
+            .limit(10)
+            .select(K.DOCUMENT, K.METADATA, K.SCORE)
+        )
+
+    def sparse_only(i: int) -> Search:
+        q_idx, q_val = queries[i]
+        sparse = SparseVector(indices=q_idx.tolist(), values=q_val.tolist())
+        return (
+            Search()
+            .rank(Knn(query=sparse, key=hc.sparse_key, limit=100))
+            .limit(10)
+            .select(K.DOCUMENT)
+        )
+
+    def dense_only(i: int) -> Search:
+        return (
+            Search()
+            .rank(Knn(query=dense_queries[i].tolist(), limit=100))
+            .limit(10)
+            .select(K.DOCUMENT)
+        )
+
+    def timed(run: Any) -> list[float]:
+        run(0)  # warm-up
+        out = []
+        for i in range(n_queries):
+            s = time.perf_counter()
+            run(i)
+            out.append((time.perf_counter() - s) * 1000)
+        return out
+
+    return {
+        "records": n,
+        "open_s": t_open,
+        "load_s": t_load,
+        "load_read_s": read_seconds[0],
+        "index_mb": index.nbytes / 1e6,
+        "page": _local.LOAD_PAGE,
+        "hybrid_ms": timed(lambda i: hc.search(hybrid(i))),
+        "sparse_ms": timed(lambda i: hc.search(sparse_only(i))),
+        "dense_ms": timed(lambda i: hc.search(dense_only(i))),
+        "index_only_ms": timed(lambda i: index.search(queries[i][0], queries[i][1], 100)),
+        "chroma_query_ms": timed(
+            lambda i: collection.query(
+                query_embeddings=[dense_queries[i].tolist()],
+                n_results=100,
+                include=["metadatas", "documents", "distances"],
+            )
+        ),
+    }
+
+
+def report(figures: dict[str, Any], setup_s: float | None, n_docs: int) -> None:
+    def stat(name: str) -> tuple[float, float]:
+        values = figures[name]
+        return statistics.median(values), float(np.percentile(values, 95))
+
+    print()
+    if setup_s is not None:
+        print(f"setup: wrote {n_docs:,} records in {setup_s:.1f} s")
+    print(f"records: {figures['records']:,}, index {figures['index_mb']:.0f} MB (numpy arrays)")
+    reopen = figures["open_s"] + figures["load_s"]
+    print(
+        f"reopen + index build: {reopen:.2f} s  (open {figures['open_s']:.2f} s; load "
+        f"{figures['load_s']:.2f} s = Chroma reads {figures['load_read_s']:.2f} s in pages of "
+        f"{figures['page']:,} + decode/index {figures['load_s'] - figures['load_read_s']:.2f} s)"
+        f"  target <= 30 s: {'OK' if reopen <= 30 else 'MISSED'}"
+    )
+    base = stat("chroma_query_ms")[0]
+    for label, key in [
+        ("hybrid search (Rrf, 2 x 100 candidates)", "hybrid_ms"),
+        ("sparse leg via HybridCollection", "sparse_ms"),
+        ("dense leg via HybridCollection", "dense_ms"),
+        ("SparseIndex.search alone (top 100)", "index_only_ms"),
+        ("chromadb collection.query (dense, 100)", "chroma_query_ms"),
+    ]:
+        median, p95 = stat(key)
+        print(
+            f"  {label:42s} median {median:7.2f} ms  p95 {p95:7.2f} ms  x{median / base:5.2f} vs query"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--docs", type=int, default=100_000, help="records (default 100,000)")
+    parser.add_argument(
+        "--path", default="/tmp/chroma-sparse-ef-bench-hybrid", help="PersistentClient dir"
+    )
+    parser.add_argument("--queries", type=int, default=50)
+    parser.add_argument(
+        "--rebuild", action="store_true", help="write the collection even if it exists"
+    )
+    parser.add_argument("--measure-only", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.measure_only:
+        print(json.dumps(measure(args.path, args.queries)))
+        return
+
+    marker = Path(args.path) / f".bench-{args.docs}"
+    setup_s = None
+    if args.rebuild or not marker.exists():
+        import shutil
+
+        shutil.rmtree(args.path, ignore_errors=True)
+        print(f"building {args.docs:,} records in {args.path} ...", flush=True)
+        setup_s = build(args.path, args.docs)
+        marker.touch()
+    out = subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--measure-only",
+            "--path",
+            args.path,
+            "--queries",
+            str(args.queries),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    report(json.loads(out.stdout.strip().splitlines()[-1]), setup_s, args.docs)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,555 @@
+"""`HybridCollection`: one hybrid-search API for Chroma Cloud and embedded Chroma.
+
+Which backend a collection gets (``backend="auto"``):
+
+- An existing collection keeps the layout it was created with: a schema with an enabled
+  sparse vector index means native; the hybrid layout in its metadata means local.
+- A new one on an embedded client (``EphemeralClient``, ``PersistentClient``) is local; on
+  Chroma Cloud (host ``*.trychroma.com``) it is native. On any other HTTP server it is
+  created natively, and falls back to local when the server answers "Sparse vector indexing
+  is not enabled in local" (single-node Chroma).
+
+``backend="native"`` or ``"local"`` forces one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, overload
+
+from chromadb.api.types import SparseEmbeddingFunction, maybe_cast_one_to_many
+from chromadb.errors import NotFoundError
+from chromadb.execution.expression import Key, Search, Where
+
+from .._exceptions import ConfigurationError, InvalidInputError
+from ._cloud import NativeBackend, build_schema, find_sparse_index
+from ._fusion import DEFAULT_RRF_K
+from ._local import LocalBackend
+from ._plan import (
+    DEFAULT_CANDIDATE_LIMIT,
+    DEFAULT_SEARCH_LIMIT,
+    DEFAULT_SELECT,
+    build_native_search,
+    plan_from_search,
+)
+from ._results import SearchResults
+from ._stored import (
+    CONFIG_METADATA_KEY,
+    HybridLayoutError,
+    StoredConfig,
+    rebuild_sparse_function,
+    strip_hidden,
+)
+from ._watch import SqliteWatermark
+from ._writes import WriteBatch
+
+__all__ = ["DEFAULT_SPARSE_KEY", "Backend", "HybridCollection"]
+
+#: The key chromadb's docs use for a collection's sparse embeddings.
+DEFAULT_SPARSE_KEY = "sparse_embedding"
+
+Backend = Literal["auto", "native", "local"]
+Mode = Literal["hybrid", "dense", "sparse"]
+
+_EMBEDDED_APIS = ("RustBindingsAPI", "SegmentAPI")
+_CLOUD_HOST_SUFFIX = "trychroma.com"
+_LOCAL_REFUSAL = "not enabled in local"
+
+
+class _OpenOrRead:
+    """``get`` on the class opens a collection; on an instance it reads records.
+
+    Issue 4 asks for both ``HybridCollection.get(client, name)`` (as chromadb's
+    ``client.get_collection``) and ``collection.get(...)`` (Chroma's read), so one name
+    dispatches on how it is reached.
+    """
+
+    @overload
+    def __get__(
+        self, obj: None, owner: type[HybridCollection]
+    ) -> Callable[..., HybridCollection]: ...
+
+    @overload
+    def __get__(
+        self, obj: HybridCollection, owner: type[HybridCollection] | None
+    ) -> Callable[..., Any]: ...
+
+    def __get__(
+        self, obj: HybridCollection | None, owner: type[HybridCollection] | None = None
+    ) -> Callable[..., Any]:
+        if obj is None:
+            return (owner or HybridCollection)._get_collection
+        return obj._get_records
+
+
+class HybridCollection:
+    """A Chroma collection with dense and sparse embeddings, searched with RRF.
+
+    Open one with `get_or_create` or `get`. On Chroma Cloud everything is native (a
+    sparse index in the schema, one ``Search`` per query); on embedded Chroma the sparse
+    vectors are stored in each record's metadata and an exact in-memory index answers the
+    sparse leg (see `chroma_sparse_ef.hybrid._local` for what it detects of writes made by
+    other code). Writes and reads take Chroma's arguments. Thread-safe.
+    """
+
+    def __init__(self, backend: LocalBackend | NativeBackend) -> None:
+        """Wrap a backend; use `get_or_create` or `get` instead."""
+        self._backend = backend
+
+    # ------------------------------------------------------------------ opening
+
+    @classmethod
+    def get_or_create(
+        cls,
+        client: Any,
+        name: str,
+        *,
+        sparse_embedding_function: SparseEmbeddingFunction[Any],
+        embedding_function: Any = None,
+        sparse_key: str = DEFAULT_SPARSE_KEY,
+        metadata: dict[str, Any] | None = None,
+        backend: Backend = "auto",
+    ) -> HybridCollection:
+        """Open the hybrid collection ``name``, creating it if it does not exist.
+
+        Args:
+            client: A chromadb client (``PersistentClient``, ``EphemeralClient``,
+                ``HttpClient``, ``CloudClient``).
+            name: The collection name.
+            sparse_embedding_function: The sparse function, e.g.
+                `chroma_sparse_ef.ChromaSparseEmbeddingFunction`. Stored with the
+                collection by its registered name and config.
+            embedding_function: The dense function, passed to chromadb as is; ``None``
+                means chromadb's default for that client (which downloads a model).
+            sparse_key: The metadata key of the sparse vectors.
+            metadata: Collection metadata, for a new collection.
+            backend: ``"auto"``, ``"native"`` or ``"local"`` (see the module docstring).
+
+        Returns:
+            The collection.
+
+        Raises:
+            ConfigurationError: A bad argument, or the existing collection was created
+                with another sparse key or sparse function.
+            HybridLayoutError: The existing collection is not a hybrid collection.
+        """
+        _check_backend(backend)
+        if not isinstance(sparse_embedding_function, SparseEmbeddingFunction):
+            raise ConfigurationError(
+                "sparse_embedding_function must be a chromadb SparseEmbeddingFunction, got "
+                f"{type(sparse_embedding_function).__name__}"
+            )
+        _check_sparse_key(sparse_key)
+        if metadata is not None and CONFIG_METADATA_KEY in metadata:
+            raise ConfigurationError(f"Collection metadata key {CONFIG_METADATA_KEY!r} is reserved")
+        dense = {} if embedding_function is None else {"embedding_function": embedding_function}
+        try:
+            existing = client.get_collection(name, **dense)
+        except (NotFoundError, ValueError):
+            existing = None
+        if existing is not None:
+            opened = cls._open(client, existing, sparse_embedding_function, backend)
+            if opened.sparse_key != sparse_key:
+                raise ConfigurationError(
+                    f"Collection {name!r} keeps sparse vectors under {opened.sparse_key!r}, "
+                    f"not {sparse_key!r}"
+                )
+            return opened
+
+        choice = _choose_backend(client, backend)
+        if choice != "local":
+            try:
+                collection = client.get_or_create_collection(
+                    name,
+                    schema=build_schema(sparse_embedding_function, sparse_key),
+                    metadata=metadata,
+                    **dense,
+                )
+                return cls._open(client, collection, sparse_embedding_function, "native")
+            except Exception as exc:
+                if choice == "native" or _LOCAL_REFUSAL not in str(exc):
+                    raise
+        stored = StoredConfig.of(sparse_embedding_function, sparse_key)
+        collection = client.get_or_create_collection(
+            name, metadata={**(metadata or {}), CONFIG_METADATA_KEY: stored.to_json()}, **dense
+        )
+        return cls._open(client, collection, sparse_embedding_function, "local")
+
+    @classmethod
+    def _get_collection(
+        cls,
+        client: Any,
+        name: str,
+        *,
+        embedding_function: Any = None,
+        sparse_embedding_function: SparseEmbeddingFunction[Any] | None = None,
+        backend: Backend = "auto",
+    ) -> HybridCollection:
+        """Open an existing hybrid collection, rebuilding its sparse function by name.
+
+        The function is rebuilt through chromadb's sparse registry from the config stored
+        with the collection (in its schema on Chroma Cloud, in its metadata on embedded
+        Chroma), so its package must be imported first (``import chroma_sparse_ef``).
+
+        Args:
+            client: A chromadb client.
+            name: The collection name.
+            embedding_function: The dense function; ``None`` means chromadb's default.
+            sparse_embedding_function: Use this function instead of the stored one.
+            backend: ``"auto"`` follows the collection's layout.
+
+        Returns:
+            The collection.
+
+        Raises:
+            chromadb.errors.NotFoundError: No collection ``name``.
+            HybridLayoutError: It is not a hybrid collection, or its sparse function is
+                not registered (import its package, or pass it).
+        """
+        _check_backend(backend)
+        dense = {} if embedding_function is None else {"embedding_function": embedding_function}
+        collection = client.get_collection(name, **dense)
+        return cls._open(client, collection, sparse_embedding_function, backend)
+
+    @classmethod
+    def _open(
+        cls,
+        client: Any,
+        collection: Any,
+        sparse_function: SparseEmbeddingFunction[Any] | None,
+        backend: Backend,
+    ) -> HybridCollection:
+        max_batch = int(client.get_max_batch_size())
+        native = find_sparse_index(collection.schema) if backend != "local" else None
+        stored = StoredConfig.from_metadata(collection.metadata)
+        if native is not None and (backend == "native" or stored is None):
+            key, config = native
+            schema_function = config.embedding_function
+            if schema_function is None:
+                raise HybridLayoutError(
+                    f"Collection {collection.name!r} has a sparse index on {key!r} whose "
+                    "embedding function chromadb could not rebuild: import the package that "
+                    "provides it (for chroma_sparse_ef: `import chroma_sparse_ef`) before "
+                    "opening the collection"
+                )
+            _check_same_function(collection.name, schema_function, sparse_function)
+            return cls(NativeBackend(collection, schema_function, key, max_batch_size=max_batch))
+        if backend == "native":
+            raise HybridLayoutError(
+                f"Collection {collection.name!r} has no sparse vector index in its schema"
+            )
+        if stored is None:
+            raise HybridLayoutError(
+                f"Collection {collection.name!r} is not a hybrid collection (no "
+                f"{CONFIG_METADATA_KEY!r} in its metadata); create one with "
+                "HybridCollection.get_or_create"
+            )
+        if sparse_function is None:
+            sparse_function = rebuild_sparse_function(stored.name, stored.config)
+        else:
+            _check_same_name(collection.name, stored.name, sparse_function)
+        return cls(
+            LocalBackend(
+                collection,
+                sparse_function,
+                stored.sparse_key,
+                max_batch_size=max_batch,
+                watermark=SqliteWatermark.open(client, str(collection.id)),
+            )
+        )
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def name(self) -> str:
+        """The collection name."""
+        return str(self._backend.collection.name)
+
+    @property
+    def collection(self) -> Any:
+        """The underlying chromadb ``Collection``. Writes through it are detected, see above."""
+        return self._backend.collection
+
+    @property
+    def backend(self) -> Literal["local", "native"]:
+        """``"local"`` (embedded Chroma, our sparse index) or ``"native"`` (Chroma Cloud)."""
+        return "local" if isinstance(self._backend, LocalBackend) else "native"
+
+    @property
+    def sparse_key(self) -> str:
+        """The metadata key of the sparse vectors."""
+        return self._backend.sparse_key
+
+    @property
+    def sparse_embedding_function(self) -> Any:
+        """The sparse embedding function in use."""
+        return self._backend.sparse_function
+
+    # ------------------------------------------------------------------ writes
+
+    def add(
+        self,
+        ids: Any,
+        documents: Any = None,
+        metadatas: Any = None,
+        embeddings: Any = None,
+        *,
+        progress: bool = False,
+    ) -> None:
+        """Add records; existing ids are ignored, as Chroma does.
+
+        Sparse vectors are computed from the documents (in batches, concurrently, by the
+        sparse function); dense embeddings too unless given. Everything is embedded
+        before anything is written, so a failure writes nothing.
+
+        Args:
+            ids: One id or a list.
+            documents: One document or a list, aligned with ``ids``.
+            metadatas: One metadata dict or a list; the sparse key is reserved.
+            embeddings: Dense embeddings, to skip the dense function.
+            progress: Show progress bars (tqdm) for large writes.
+
+        Raises:
+            InvalidInputError: Input Chroma would refuse, a reserved metadata key, or a
+                record with neither document nor embedding. Raised before any request.
+            EmbeddingError: The sparse function failed; nothing was written.
+        """
+        self._write("add", ids, documents, metadatas, embeddings, progress, needs_vectors=True)
+
+    def upsert(
+        self,
+        ids: Any,
+        documents: Any = None,
+        metadatas: Any = None,
+        embeddings: Any = None,
+        *,
+        progress: bool = False,
+    ) -> None:
+        """Insert records or update existing ones (metadata merged, as Chroma does).
+
+        Same arguments and errors as `add`.
+        """
+        self._write("upsert", ids, documents, metadatas, embeddings, progress, needs_vectors=True)
+
+    def update(
+        self,
+        ids: Any,
+        documents: Any = None,
+        metadatas: Any = None,
+        embeddings: Any = None,
+        *,
+        progress: bool = False,
+    ) -> None:
+        """Update existing records; unknown ids are ignored, as Chroma does.
+
+        A new document gets a new sparse vector (and dense embedding, unless given);
+        metadata is merged as Chroma merges it. Same arguments and errors as `add`.
+        """
+        self._write("update", ids, documents, metadatas, embeddings, progress, needs_vectors=False)
+
+    def _write(
+        self,
+        op: str,
+        ids: Any,
+        documents: Any,
+        metadatas: Any,
+        embeddings: Any,
+        progress: bool,
+        *,
+        needs_vectors: bool,
+    ) -> None:
+        batch = WriteBatch.parse(
+            op,
+            ids=ids,
+            documents=documents,
+            metadatas=metadatas,
+            embeddings=embeddings,
+            reserved=self._backend.reserved,
+            needs_vectors=needs_vectors,
+        )
+        self._backend.write(op, batch, progress=bool(progress))
+
+    def delete(self, ids: Any = None, where: Any = None, where_document: Any = None) -> None:
+        """Delete records by ids and/or filters, as ``collection.delete``.
+
+        Raises:
+            InvalidInputError: No ids and no filter.
+        """
+        id_list = maybe_cast_one_to_many(ids)
+        if id_list is None and where is None and where_document is None:
+            raise InvalidInputError("delete needs ids, where or where_document")
+        self._backend.delete(id_list, where, where_document)
+
+    # ------------------------------------------------------------------ reads
+
+    def _get_records(
+        self,
+        ids: Any = None,
+        where: Any = None,
+        limit: int | None = None,
+        offset: int | None = None,
+        where_document: Any = None,
+        include: Sequence[str] = ("metadatas", "documents"),
+    ) -> Any:
+        """``collection.get`` with the hidden sparse keys removed from the metadata.
+
+        Returns:
+            chromadb's ``GetResult``.
+        """
+        result = self._backend.collection.get(
+            ids=ids,
+            where=where,
+            limit=limit,
+            offset=offset,
+            where_document=where_document,
+            include=list(include),
+        )
+        if result.get("metadatas") is not None:
+            reserved = self._backend.reserved
+            result["metadatas"] = [strip_hidden(m, reserved) for m in result["metadatas"]]
+        return result
+
+    get = _OpenOrRead()
+    """``HybridCollection.get(client, name, ...)`` opens a collection (`_get_collection`);
+    ``collection.get(ids=..., where=...)`` reads records (`_get_records`)."""
+
+    def count(self) -> int:
+        """How many records the collection holds."""
+        return int(self._backend.collection.count())
+
+    def search(
+        self,
+        query: str | Search,
+        *,
+        limit: int = DEFAULT_SEARCH_LIMIT,
+        offset: int = 0,
+        where: Where | dict[str, Any] | None = None,
+        mode: Mode = "hybrid",
+        weights: Sequence[float] | None = None,
+        normalize: bool = False,
+        k: int = DEFAULT_RRF_K,
+        candidate_limit: int = DEFAULT_CANDIDATE_LIMIT,
+        sparse_candidate_limit: int | None = None,
+        missing_rank: float | Literal["candidate_limit"] | None = "candidate_limit",
+        select: Sequence[str | Key] = DEFAULT_SELECT,
+    ) -> SearchResults:
+        """Search by text (hybrid, dense or sparse), or run a chromadb ``Search``.
+
+        A text query becomes the ``Search`` of `build_native_search`: on Chroma Cloud it is
+        sent as is; on embedded Chroma it is run locally with the same semantics (each
+        ``Knn`` takes its top ``candidate_limit`` among records passing ``where``, 0-based
+        ranks, ``Rrf`` = ``-sum(w / (k + rank))``, lower is better).
+
+        Args:
+            query: The query text, or a ``Search`` (the keyword arguments then do not
+                apply). Locally a ``Search`` may use: one ``Knn``, or one ``Rrf`` over
+                ``Knn(return_rank=True)`` legs on ``#embedding`` and the sparse key;
+                ``where``; ``limit``/``offset``; ``select``.
+            limit: Results to return.
+            offset: Ranked results to skip first.
+            where: A metadata filter (dict or ``K(...)`` expression), applied to both legs.
+            mode: ``"hybrid"``, ``"dense"`` or ``"sparse"``.
+            weights: RRF weights ``(dense, sparse)``; 1.0 each by default.
+            normalize: Scale the weights to sum to 1.
+            k: RRF smoothing constant.
+            candidate_limit: Candidates per leg.
+            sparse_candidate_limit: The sparse leg's own candidate count, if different.
+            missing_rank: Rank given to a record one leg did not return
+                (``"candidate_limit"``: just past that leg's list; ``None``: keep only
+                records both legs found).
+            select: Fields to return: ``"#document"``, ``"#metadata"``, ``"#score"``,
+                ``"#embedding"`` or metadata field names.
+
+        Returns:
+            The rows, best first.
+
+        Raises:
+            InvalidInputError: A bad query or argument.
+            UnsupportedSearchError: Locally, a ``Search`` outside the subset; the message
+                names what is unsupported.
+            EmbeddingError: The query could not be embedded.
+        """
+        if isinstance(query, Search):
+            search = query
+        elif isinstance(query, str):
+            if not query.strip():
+                raise InvalidInputError("query must be a non-empty string")
+            try:
+                search = build_native_search(
+                    query,
+                    sparse_key=self.sparse_key,
+                    mode=mode,
+                    limit=limit,
+                    offset=offset,
+                    where=where,
+                    weights=weights,
+                    normalize=normalize,
+                    k=k,
+                    candidate_limit=candidate_limit,
+                    sparse_candidate_limit=sparse_candidate_limit,
+                    missing_rank=missing_rank,
+                    select=select,
+                )
+            except InvalidInputError:
+                raise
+            except ValueError as exc:
+                raise InvalidInputError(str(exc)) from exc
+        else:
+            raise InvalidInputError(
+                f"query must be a string or a chromadb Search, got {type(query).__name__}"
+            )
+        if isinstance(self._backend, NativeBackend):
+            return self._backend.search(search)
+        return self._backend.search(plan_from_search(search, sparse_key=self.sparse_key))
+
+    def refresh(self) -> None:
+        """Embedded Chroma: rebuild the sparse index from the collection now (normally lazy)."""
+        if isinstance(self._backend, LocalBackend):
+            self._backend.load()
+
+    def close(self) -> None:
+        """Release resources held for change detection (a read-only sqlite connection)."""
+        self._backend.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"HybridCollection(name={self.name!r}, backend={self.backend!r}, "
+            f"sparse_key={self.sparse_key!r})"
+        )
+
+
+def _check_backend(backend: object) -> None:
+    if backend not in ("auto", "native", "local"):
+        raise ConfigurationError(f"backend must be 'auto', 'native' or 'local', got {backend!r}")
+
+
+def _check_sparse_key(sparse_key: object) -> None:
+    if not isinstance(sparse_key, str) or not sparse_key or sparse_key.startswith("#"):
+        raise ConfigurationError(f"sparse_key must be a metadata key name, got {sparse_key!r}")
+    if sparse_key == CONFIG_METADATA_KEY:
+        raise ConfigurationError(f"sparse_key {sparse_key!r} is reserved")
+
+
+def _choose_backend(client: Any, backend: Backend) -> Literal["native", "local", "probe"]:
+    if backend != "auto":
+        return backend
+    settings = client.get_settings()
+    if str(settings.chroma_api_impl).endswith(_EMBEDDED_APIS):
+        return "local"
+    if str(settings.chroma_server_host or "").endswith(_CLOUD_HOST_SUFFIX):
+        return "native"
+    return "probe"
+
+
+def _check_same_name(collection: str, stored_name: str, function: Any) -> None:
+    name = function.name() if hasattr(function, "name") else None
+    if name != stored_name:
+        raise ConfigurationError(
+            f"Collection {collection!r} was created with the sparse function {stored_name!r}; "
+            f"vectors from {name!r} would not be comparable"
+        )
+
+
+def _check_same_function(collection: str, stored: Any, given: Any) -> None:
+    if given is not None:
+        _check_same_name(collection, stored.name(), given)
