@@ -14,6 +14,7 @@ import json
 import os
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
@@ -298,6 +299,78 @@ def _print_vector(
         console.print(f"{len(rows) - len(shown)} lighter entries not shown", style="dim")
     if local:
         console.print("BM25 weights from the local server, not SPLADE", style="dim")
+
+
+class SearchMode(str, enum.Enum):
+    """Search modes of ``search``."""
+
+    hybrid = "hybrid"
+    dense = "dense"
+    sparse = "sparse"
+
+
+_PATH_HELP = "Folder of the demo's PersistentClient (embedded Chroma)."
+_LOCAL_HELP = "Use the local server and embedded Chroma even if CHROMA_API_KEY is set."
+
+
+@app.command()
+def demo(
+    path: Annotated[Path, typer.Option(help=_PATH_HELP)] = Path("chroma-sparse-ef-demo"),
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Ingest at most this many documents (default: all).")
+    ] = None,
+    top: Annotated[int, typer.Option(min=1, max=50, help="Rows per leg.")] = 5,
+    local: Annotated[bool, typer.Option("--local", help=_LOCAL_HELP)] = False,
+    fresh: Annotated[
+        bool, typer.Option("--fresh", help="Rebuild the collection from scratch.")
+    ] = False,
+) -> None:
+    """Ingest the Python standard library's docstrings and compare dense, sparse and hybrid search.
+
+    Offline by default: with no CHROMA_API_KEY the local server runs in-process (BM25 vectors, not SPLADE) and Chroma is embedded under --path. With CHROMA_API_KEY the hosted service computes SPLADE vectors; with CHROMA_TENANT and CHROMA_DATABASE too, the collection lives on Chroma Cloud.
+    """
+    from rich.console import Console
+
+    from ._demo import demo as run_demo
+
+    console = Console()
+    with _one_line_errors():
+        run_demo(console, path=path, limit=limit, top=top, local=local, fresh=fresh)
+
+
+@app.command()
+def search(
+    query: Annotated[str, typer.Argument(help="What to search for.")],
+    path: Annotated[Path, typer.Option(help=_PATH_HELP)] = Path("chroma-sparse-ef-demo"),
+    collection: Annotated[str, typer.Option(help="Collection name.")] = "stdlib_docs",
+    mode: Annotated[SearchMode, typer.Option(help="Which legs to rank with.")] = SearchMode.hybrid,
+    top: Annotated[int, typer.Option(min=1, max=100, help="How many hits.")] = 10,
+    local: Annotated[bool, typer.Option("--local", help=_LOCAL_HELP)] = False,
+) -> None:
+    """Hybrid (or dense, or sparse) search in the demo's collection, or the one named."""
+    from rich.console import Console
+
+    from ._demo import search as run_search
+
+    with _one_line_errors():
+        run_search(
+            Console(), query, path=path, name=collection, mode=mode.value, top=top, local=local
+        )
+
+
+@contextlib.contextmanager
+def _one_line_errors() -> Iterator[None]:
+    """Turn the failures a user can act on into one line; anything else is a real bug."""
+    from chromadb.errors import ChromaError
+
+    try:
+        yield
+    except (EmbeddingError, ValueError, ChromaError) as exc:
+        fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    except ImportError as exc:
+        fail(f"{exc}; install the server extra: pip install 'chroma-sparse-ef[server]'")
+    except KeyboardInterrupt:
+        fail("interrupted")
 
 
 def main() -> None:

@@ -1,0 +1,292 @@
+"""`chroma-sparse-ef demo` and `search`: the whole flow in one command, offline by default.
+
+What runs is decided from the environment and said in the output:
+
+- sparse vectors: the hosted service when ``CHROMA_API_KEY`` is set (SPLADE), else the
+  local server started in-process (BM25 vectors, announced as such);
+- Chroma: a Chroma Cloud collection when ``CHROMA_API_KEY``, ``CHROMA_TENANT`` and
+  ``CHROMA_DATABASE`` are all set, else a PersistentClient under a printed path;
+- dense vectors: Chroma's default model when it is cached, else the offline hashing
+  embedding (`default_dense_function` says which and why).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from ._constants import BASE_URL_ENV_VAR, DEFAULT_API_KEY_ENV_VAR
+from ._corpus import stdlib_docstrings
+from ._dense import DenseChoice, default_dense_function
+from ._embedding_function import ChromaSparseEmbeddingFunction
+from ._exceptions import ConfigurationError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from .hybrid import HybridCollection, SearchResults
+
+__all__ = [
+    "DEFAULT_COLLECTION",
+    "DEFAULT_PATH",
+    "DEMO_QUERIES",
+    "Setup",
+    "demo",
+    "open_setup",
+    "search",
+]
+
+#: Where the demo keeps its PersistentClient, relative to the working directory.
+DEFAULT_PATH = Path("chroma-sparse-ef-demo")
+DEFAULT_COLLECTION = "stdlib_docs"
+#: Queries where the legs differ: exact identifiers (sparse shines), paraphrases (dense
+#: shines when it is a semantic model), and mixes.
+DEMO_QUERIES = (
+    "json.dumps sort_keys indent",
+    "how do I parse command line arguments",
+    "compute the SHA256 hash of data",
+    "TimeoutError when a socket connect takes too long",
+    "decode base64 encoded bytes",
+)
+Mode = Literal["dense", "sparse", "hybrid"]
+
+
+@dataclass
+class Setup:
+    """What the demo runs on, and the sentences that say so."""
+
+    collection: HybridCollection
+    dense: DenseChoice
+    sparse_source: str
+    chroma_source: str
+
+
+@contextlib.contextmanager
+def open_setup(
+    *,
+    path: Path = DEFAULT_PATH,
+    name: str = DEFAULT_COLLECTION,
+    local: bool = False,
+    create: bool = True,
+    fresh: bool = False,
+) -> Iterator[Setup]:
+    """Open (or create) the demo's hybrid collection on whatever this environment offers.
+
+    Args:
+        path: PersistentClient folder (embedded Chroma).
+        name: Collection name.
+        local: Use the local server and embedded Chroma even if keys are set.
+        create: Create the collection if missing (else it must exist).
+        fresh: Delete the collection first (embedded Chroma only).
+
+    Yields:
+        The opened collection and the descriptions of what runs.
+    """
+    import chromadb
+
+    from .hybrid import HybridCollection
+
+    with contextlib.ExitStack() as stack:
+        key = None if local else os.environ.get(DEFAULT_API_KEY_ENV_VAR)
+        if key:
+            sparse_source = "Chroma's hosted embedding service (SPLADE): CHROMA_API_KEY is set"
+        else:
+            from .testing import run_local_server
+
+            server = stack.enter_context(run_local_server())
+            # The env var, not base_url: a URL from the environment is not persisted in
+            # the collection, so `search` can reopen it later on another port.
+            stack.enter_context(_env(BASE_URL_ENV_VAR, server.url))
+            reason = "--local" if local else "no CHROMA_API_KEY"
+            sparse_source = f"local server at {server.url} ({reason}): BM25 vectors, not SPLADE"
+        sparse = ChromaSparseEmbeddingFunction(fetch_labels=True, progress=True)
+        dense = default_dense_function()
+
+        cloud = bool(key and os.environ.get("CHROMA_TENANT") and os.environ.get("CHROMA_DATABASE"))
+        client: Any
+        if cloud:
+            client = chromadb.CloudClient()
+            chroma_source = (
+                f"Chroma Cloud, tenant {os.environ['CHROMA_TENANT']}, database "
+                f"{os.environ['CHROMA_DATABASE']} (native Search with Rrf)"
+            )
+        else:
+            client = chromadb.PersistentClient(path=str(path))
+            chroma_source = f"embedded Chroma at {path.resolve()} (exact local sparse index)"
+            if fresh:
+                with contextlib.suppress(Exception):
+                    client.delete_collection(name)
+        if create:
+            collection = HybridCollection.get_or_create(
+                client, name, sparse_embedding_function=sparse, embedding_function=dense.function
+            )
+        else:
+            from chromadb.errors import NotFoundError
+
+            try:
+                collection = HybridCollection.get(client, name, embedding_function=dense.function)
+            except NotFoundError as exc:
+                raise ConfigurationError(
+                    f"no collection {name!r} in {chroma_source}: run `chroma-sparse-ef demo` "
+                    "first, or pass --collection"
+                ) from exc
+        yield Setup(collection, dense, sparse_source, chroma_source)
+
+
+@contextlib.contextmanager
+def _env(name: str, value: str) -> Iterator[None]:
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
+
+
+def demo(
+    console: Console,
+    *,
+    path: Path = DEFAULT_PATH,
+    limit: int | None = None,
+    queries: Sequence[str] = DEMO_QUERIES,
+    top: int = 5,
+    local: bool = False,
+    fresh: bool = False,
+) -> dict[str, float]:
+    """Ingest the standard library's docstrings and compare dense, sparse and hybrid.
+
+    Args:
+        console: Where to print (rich).
+        path: PersistentClient folder.
+        limit: Ingest at most this many documents (None: all, about 3,000).
+        queries: The queries to answer.
+        top: Rows per leg.
+        local: Force the local server and embedded Chroma.
+        fresh: Rebuild the collection from scratch.
+
+    Returns:
+        Timings in seconds: ``ingest`` and ``search_median``.
+    """
+    timings: dict[str, float] = {}
+    with open_setup(path=path, local=local, fresh=fresh) as setup:
+        _describe(console, setup)
+        docs = stdlib_docstrings(limit)
+        collection = setup.collection
+        if collection.count() >= len(docs) and not fresh:
+            console.print(
+                f"[dim]{collection.count()} documents already ingested; --fresh rebuilds[/dim]"
+            )
+            timings["ingest"] = 0.0
+        else:
+            console.print(f"ingesting {len(docs)} docstrings of the Python standard library ...")
+            start = time.perf_counter()
+            collection.upsert(
+                ids=[d.id for d in docs],
+                documents=[d.text for d in docs],
+                metadatas=[{"module": d.module, "kind": d.kind} for d in docs],
+            )
+            timings["ingest"] = time.perf_counter() - start
+            console.print(f"ingested {len(docs)} documents in {timings['ingest']:.1f} s")
+        latencies: list[float] = []
+        for query in queries:
+            results: dict[Mode, SearchResults] = {}
+            for mode in ("dense", "sparse", "hybrid"):
+                start = time.perf_counter()
+                results[mode] = collection.search(query, limit=top, mode=mode)
+                latencies.append(time.perf_counter() - start)
+            _show(console, query, results)
+        latencies.sort()
+        timings["search_median"] = latencies[len(latencies) // 2] if latencies else 0.0
+        console.print(
+            f"\nsearch latency, median over {len(latencies)} searches: "
+            f"{timings['search_median'] * 1000:.1f} ms (embedding the query included)"
+        )
+        console.print(f'try: [bold]chroma-sparse-ef search "your question" --path {path}[/bold]')
+    return timings
+
+
+def search(
+    console: Console,
+    query: str,
+    *,
+    path: Path = DEFAULT_PATH,
+    name: str = DEFAULT_COLLECTION,
+    mode: Mode = "hybrid",
+    top: int = 10,
+    local: bool = False,
+) -> None:
+    """Search an existing collection (the demo's by default) and print the hits."""
+    cloud = bool(os.environ.get("CHROMA_TENANT") and os.environ.get("CHROMA_DATABASE"))
+    if not cloud and not path.is_dir():
+        # Checked before opening: a PersistentClient would create the folder.
+        raise ConfigurationError(
+            f"no Chroma data at {path}: run `chroma-sparse-ef demo --path {path}` first"
+        )
+    with open_setup(path=path, name=name, local=local, create=False) as setup:
+        _describe(console, setup)
+        results = setup.collection.search(query, limit=top, mode=mode)
+        console.print(_table(f"{mode}: {query}", results, mode))
+
+
+def _describe(console: Console, setup: Setup) -> None:
+    console.print(f"[bold]sparse[/bold]  {setup.sparse_source}")
+    console.print(f"[bold]dense[/bold]   {setup.dense}")
+    console.print(f"[bold]chroma[/bold]  {setup.chroma_source}")
+
+
+def _show(console: Console, query: str, results: dict[Mode, SearchResults]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"[bold]{query}", title_justify="left", expand=True, show_lines=True)
+    table.add_column("#", justify="right", style="dim", no_wrap=True)
+    table.add_column("dense")
+    table.add_column("sparse [green](matching tokens)[/green]")
+    table.add_column("hybrid [dim](rank in dense · sparse)[/dim]")
+    rows = max((len(r) for r in results.values()), default=0)
+    for i in range(rows):
+        cells = [_cell(results[mode], i, mode) for mode in ("dense", "sparse", "hybrid")]
+        table.add_row(str(i + 1), *cells)
+    console.print(table)
+
+
+def _table(title: str, results: SearchResults, mode: Mode) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title, expand=True, title_justify="left", show_lines=True)
+    table.add_column("#", justify="right", style="dim", no_wrap=True)
+    table.add_column("id, why")
+    table.add_column("document", overflow="ellipsis", no_wrap=True, ratio=2)
+    for i, hit in enumerate(results):
+        first_line = (hit.document or "").strip().splitlines()[0] if hit.document else ""
+        table.add_row(str(i + 1), _cell(results, i, mode), first_line)
+    return table
+
+
+def _cell(results: SearchResults, i: int, mode: Mode) -> str:
+    from rich.markup import escape
+
+    if i >= len(results):
+        return ""
+    hit = results[i]
+    text = escape(hit.id)
+    if mode != "dense" and hit.matches:
+        text += (
+            "\n[green]"
+            + escape(" ".join(m.label or str(m.index) for m in hit.matches[:4]))
+            + "[/green]"
+        )
+    if mode == "hybrid":
+        text += f"\n[dim]{_rank(hit.dense_rank)} · {_rank(hit.sparse_rank)}[/dim]"
+    return text
+
+
+def _rank(rank: int | None) -> str:
+    return "—" if rank is None else str(rank + 1)
