@@ -9,7 +9,10 @@ from ._exceptions import (
     APIStatusError,
     AuthenticationError,
     ConfigurationError,
+    CorruptSparseVectorError,
     EmbeddingError,
+    HybridLayoutError,
+    HybridSyncError,
     InvalidInputError,
     InvalidRequestError,
     InvalidResponseError,
@@ -17,11 +20,13 @@ from ._exceptions import (
     RateLimitError,
     ServiceError,
     UnsupportedModelError,
+    UnsupportedSearchError,
 )
 from ._hashing import HashingEmbeddingFunction
 from ._models import DEFAULT_MODEL, MODELS, ModelInfo
 from ._usage import Usage
 from ._version import __version__
+from .hybrid import HybridCollection, SearchHit, SearchResults, TermMatch
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -30,18 +35,26 @@ __all__ = [
     "AuthenticationError",
     "ChromaSparseEmbeddingFunction",
     "ConfigurationError",
+    "CorruptSparseVectorError",
     "DenseChoice",
     "Doc",
     "EmbeddingError",
     "HashingEmbeddingFunction",
+    "HybridCollection",
+    "HybridLayoutError",
+    "HybridSyncError",
     "InvalidInputError",
     "InvalidRequestError",
     "InvalidResponseError",
     "MissingAPIKeyError",
     "ModelInfo",
     "RateLimitError",
+    "SearchHit",
+    "SearchResults",
     "ServiceError",
+    "TermMatch",
     "UnsupportedModelError",
+    "UnsupportedSearchError",
     "Usage",
     "__version__",
     "default_dense_function",

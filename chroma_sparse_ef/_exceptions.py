@@ -4,16 +4,20 @@ The tree::
 
     EmbeddingError                  base: every error this package raises on purpose
     ├── ConfigurationError          bad arguments or config, raised before any request
-    │   └── MissingAPIKeyError      no key given, none in the env var, none in a CloudClient
+    │   ├── MissingAPIKeyError      no key given, none in the env var, none in a CloudClient
+    │   └── HybridLayoutError       not a hybrid collection, or its stored layout is unusable
     ├── InvalidInputError           bad input to a call (None, a bare string, non-str
-    │                               items, an empty list), raised before any request
+    │   │                           items, an empty list), raised before any request
+    │   └── UnsupportedSearchError  a Search that embedded Chroma cannot run locally
     ├── APIStatusError              the service answered with an error status
     │   ├── InvalidRequestError     400, and a 413 that cannot be split further
     │   ├── AuthenticationError     401
     │   ├── RateLimitError          429 after retries, or a Retry-After hint past the cap
     │   ├── UnsupportedModelError   501, and dense-only models (raised before any request)
     │   └── ServiceError            5xx after retries; also connection failures and timeouts
-    └── InvalidResponseError        a 2xx whose body breaks the contract
+    ├── InvalidResponseError        a 2xx whose body breaks the contract
+    ├── CorruptSparseVectorError    a sparse vector stored in Chroma metadata is damaged
+    └── HybridSyncError             the collection kept changing under a search
 
 `ServiceError` also covers failures with no status (connection refused, timeouts): its
 ``status_code`` is then ``None``. `UnsupportedModelError` raised before any request has
@@ -30,7 +34,10 @@ __all__ = [
     "APIStatusError",
     "AuthenticationError",
     "ConfigurationError",
+    "CorruptSparseVectorError",
     "EmbeddingError",
+    "HybridLayoutError",
+    "HybridSyncError",
     "InvalidInputError",
     "InvalidRequestError",
     "InvalidResponseError",
@@ -38,6 +45,7 @@ __all__ = [
     "RateLimitError",
     "ServiceError",
     "UnsupportedModelError",
+    "UnsupportedSearchError",
 ]
 
 
@@ -140,3 +148,27 @@ class ServiceError(APIStatusError):
 
 class InvalidResponseError(EmbeddingError):
     """A successful status whose body breaks the contract. Nothing partial is returned."""
+
+
+class UnsupportedSearchError(InvalidInputError):
+    """A ``Search`` uses something embedded Chroma cannot run locally; the message names it."""
+
+
+class HybridLayoutError(ConfigurationError):
+    """A collection is not a hybrid collection, or its stored layout cannot be used."""
+
+
+class CorruptSparseVectorError(EmbeddingError, ValueError):
+    """A stored string is not a valid encoded sparse vector.
+
+    Attributes:
+        record: Position of the bad string in a batch decode, else ``None``.
+    """
+
+    def __init__(self, message: str, *, record: int | None = None) -> None:
+        super().__init__(message)
+        self.record = record
+
+
+class HybridSyncError(EmbeddingError):
+    """The collection kept changing under a search; retry it."""

@@ -17,12 +17,15 @@
 
 from __future__ import annotations
 
-from ._codec import CorruptSparseVectorError
+from .._exceptions import (
+    CorruptSparseVectorError,
+    HybridLayoutError,
+    HybridSyncError,
+    UnsupportedSearchError,
+)
 from ._collection import DEFAULT_SPARSE_KEY, Backend, HybridCollection
-from ._local import HybridSyncError
-from ._plan import UnsupportedSearchError, build_native_search, plan_from_search
+from ._plan import build_native_search, plan_from_search
 from ._results import SearchHit, SearchResults, TermMatch
-from ._stored import HybridLayoutError
 
 __all__ = [
     "DEFAULT_SPARSE_KEY",

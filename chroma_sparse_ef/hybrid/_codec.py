@@ -30,6 +30,8 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
+from .._exceptions import CorruptSparseVectorError
+
 __all__ = [
     "PREFIX",
     "CorruptSparseVectorError",
@@ -50,18 +52,6 @@ _VALUE_DTYPE: np.dtype[np.float32] = np.dtype("<f4")
 _U32 = npt.NDArray[np.uint32]
 _F32 = npt.NDArray[np.float32]
 _I64 = npt.NDArray[np.int64]
-
-
-class CorruptSparseVectorError(ValueError):
-    """A stored string is not a valid encoded sparse vector.
-
-    Attributes:
-        record: Position of the bad string in a batch decode, else ``None``.
-    """
-
-    def __init__(self, message: str, *, record: int | None = None) -> None:
-        super().__init__(message)
-        self.record = record
 
 
 def is_encoded_sparse_vector(value: object) -> bool:

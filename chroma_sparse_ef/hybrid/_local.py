@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 from chromadb.api.types import SparseVector
 
-from .._exceptions import EmbeddingError
+from .._exceptions import HybridSyncError
 from ._codec import (
     CorruptSparseVectorError,
     decode_sparse_vector,
@@ -74,10 +74,6 @@ _LOAD_ATTEMPTS = 3
 
 _Fingerprint = tuple[str, int] | None
 _MISSING = object()
-
-
-class HybridSyncError(EmbeddingError):
-    """The collection kept changing under a search; retry it."""
 
 
 class _Stale(Exception):

@@ -56,6 +56,7 @@ from chromadb.api.types import SparseVector, WhereDocument
 from chromadb.api.types import Where as WhereDict
 from chromadb.execution.expression import K, Key, Knn, Rrf, Search, Where
 
+from .._exceptions import UnsupportedSearchError
 from ._fusion import DEFAULT_RRF_K, rrf_weights
 
 __all__ = [
@@ -88,10 +89,6 @@ DEFAULT_SELECT: tuple[str, ...] = ("#document", "#metadata", "#score")
 
 _SELECT_KEYS = {"#id", "#document", "#embedding", "#metadata", "#score"}
 _SUBSET = "only a single Knn, or a single Rrf over Knn(return_rank=True) legs"
-
-
-class UnsupportedSearchError(ValueError):
-    """A ``Search`` uses something embedded Chroma cannot run locally; the message names it."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,7 @@ from typing import Any
 from chromadb.api.types import SparseEmbeddingFunction
 from chromadb.utils.embedding_functions import sparse_known_embedding_functions
 
-from .._exceptions import ConfigurationError, InvalidInputError
+from .._exceptions import ConfigurationError, HybridLayoutError, InvalidInputError
 
 __all__ = [
     "CONFIG_METADATA_KEY",
@@ -50,10 +50,6 @@ CONFIG_METADATA_KEY = "chroma_sparse_ef_hybrid"
 FORMAT_VERSION = 1
 #: 8 bytes of BLAKE2b: a changed document goes unnoticed with probability 2**-64.
 _HASH_BYTES = 8
-
-
-class HybridLayoutError(ConfigurationError):
-    """A collection is not a hybrid collection, or its stored layout cannot be used."""
 
 
 @dataclass(frozen=True, slots=True)
