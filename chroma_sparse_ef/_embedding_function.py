@@ -1,7 +1,7 @@
 """`ChromaSparseEmbeddingFunction`: Chroma's hosted sparse models as a chromadb function.
 
 Everything that is not I/O (request bodies, response validation, retry and split
-decisions, usage) is decided once in `_Core`; the sync path (a thread pool over one
+decisions, usage) is decided once in `Core`; the sync path (a thread pool over one
 `httpx.Client`) and the async path (a semaphore over one `httpx.AsyncClient`) repeat only
 their send loops.
 """
@@ -9,14 +9,11 @@ their send loops.
 from __future__ import annotations
 
 import asyncio
-import logging
-import random
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import httpx
 from chromadb.api.types import Documents, SparseEmbeddingFunction, SparseVectors
@@ -36,183 +33,17 @@ from ._constants import (
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
-    EMBED_SPARSE_PATH,
     EMBEDDING_FUNCTION_NAME,
-    LOCAL_PLACEHOLDER_TOKEN,
-    MAX_RETRY_AFTER,
-    MODEL_HEADER,
-    TOKEN_HEADER,
 )
+from ._core import Core, Done, Request, Retry, Side, Split, check_input
 from ._exceptions import (
     ConfigurationError,
-    InvalidInputError,
-    RateLimitError,
     ServiceError,
 )
 from ._models import DEFAULT_MODEL
-from ._protocol import build_body, error_for_status, parse_response
-from ._retry import backoff_delay, is_retryable_status, retry_after_from_headers
-from ._usage import Usage, UsageMeter
+from ._usage import Usage
 
 __all__ = ["ChromaSparseEmbeddingFunction"]
-
-logger = logging.getLogger("chroma_sparse_ef")
-
-Side = Literal["documents", "query"]
-
-
-@dataclass(frozen=True, slots=True)
-class _Request:
-    """What one side (documents or queries) sends, apart from the texts."""
-
-    model: str
-    headers: Mapping[str, str]
-    task: str | None
-    target: str | None
-    instructions: str | None
-
-    def body(self, texts: Sequence[str], fetch_labels: bool) -> bytes:
-        return build_body(
-            texts,
-            fetch_labels=fetch_labels,
-            task=self.task,
-            target=self.target,
-            instructions=self.instructions,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class _Done:
-    vectors: list[SparseVector]
-
-
-@dataclass(frozen=True, slots=True)
-class _Retry:
-    delay: float
-
-
-class _Split:
-    """A 413 on more than one text: send each half on its own."""
-
-
-_SPLIT = _Split()
-
-
-class _Core:
-    """The decisions shared by the sync and async paths. No I/O happens here."""
-
-    def __init__(self, settings: Settings, api_key: str | None) -> None:
-        self.settings = settings
-        self.url = settings.resolved_base_url + EMBED_SPARSE_PATH
-        self._api_key = api_key
-        self.usage = UsageMeter()
-        # Learned from 413s: later batches start no larger than what the service took.
-        self.batch_cap = settings.batch_size
-        self.random: Callable[[], float] = random.random
-        self.clock: Callable[[], float] = time.time
-        self.requests = {
-            "documents": self._request_for("documents"),
-            "query": self._request_for("query"),
-        }
-
-    def _request_for(self, side: Side) -> _Request:
-        s = self.settings
-        model = s.model if side == "documents" else s.resolved_query_model
-        headers = {
-            MODEL_HEADER: model,
-            TOKEN_HEADER: self._api_key or LOCAL_PLACEHOLDER_TOKEN,
-            "content-type": "application/json",
-        }
-        instructions = s.instructions
-        if side == "query" and s.query_instructions is not None:
-            instructions = s.query_instructions
-        if instructions is not None:
-            return _Request(model, headers, None, None, instructions)
-        if s.task is not None:
-            return _Request(model, headers, s.task, side, None)
-        return _Request(model, headers, None, None, None)
-
-    def batches(self, n: int) -> list[tuple[int, int]]:
-        size = max(1, min(self.settings.batch_size, self.batch_cap))
-        return [(start, min(start + size, n)) for start in range(0, n, size)]
-
-    def decide(
-        self,
-        response: httpx.Response,
-        texts: Sequence[str],
-        request: _Request,
-        retries: int,
-    ) -> _Done | _Retry | _Split:
-        """Turn one response into: the vectors, a wait before retrying, or a split."""
-        status = response.status_code
-        if 200 <= status < 300:
-            vectors, tokens = parse_response(
-                response.content,
-                expected=len(texts),
-                fetch_labels=self.settings.fetch_labels,
-                model=request.model,
-            )
-            self.usage.succeeded(len(texts), tokens)
-            return _Done(vectors)
-        if status == 413 and len(texts) > 1:
-            self.batch_cap = min(self.batch_cap, len(texts) // 2)
-            logger.info(
-                "413 for %d texts (model %s): splitting the batch in two", len(texts), request.model
-            )
-            return _SPLIT
-        hint = retry_after_from_headers(response.headers, now=self.clock())
-        error = error_for_status(
-            status,
-            response.content,
-            model=request.model,
-            api_key=self._api_key,
-            api_key_env_var=self.settings.api_key_env_var,
-            retry_after=hint,
-        )
-        if not is_retryable_status(status):
-            raise error
-        if hint is not None and hint > MAX_RETRY_AFTER:
-            raise RateLimitError(
-                f"{error.message}; that is longer than the {MAX_RETRY_AFTER:g} s this "
-                "client waits, so it gives up now instead of sleeping",
-                status_code=status,
-                error=error.error,
-                model=request.model,
-                retry_after=hint,
-            ) from error
-        if retries >= self.settings.max_retries:
-            raise error
-        delay = hint if hint is not None else backoff_delay(retries, self.random)
-        logger.info(
-            "status %d for model %s; retry %d of %d in %.2f s",
-            status,
-            request.model,
-            retries + 1,
-            self.settings.max_retries,
-            delay,
-        )
-        return _Retry(delay)
-
-    def decide_transport(self, exc: httpx.HTTPError, request: _Request, retries: int) -> _Retry:
-        """A request that got no response: retry it, or raise `ServiceError`."""
-        where = display_url(self.url)
-        if isinstance(exc, httpx.TimeoutException):
-            what = f"timed out after {self.settings.timeout:g} s calling {where}"
-        elif isinstance(exc, httpx.TransportError):
-            what = f"could not reach {where} ({type(exc).__name__})"
-        else:
-            raise ServiceError(
-                f"request to {where} failed: {type(exc).__name__}", model=request.model
-            ) from exc
-        if retries >= self.settings.max_retries:
-            raise ServiceError(
-                f"{what} (model {request.model!r}, {retries + 1} attempts)", model=request.model
-            ) from exc
-        delay = backoff_delay(retries, self.random)
-        logger.info(
-            "%s; retry %d of %d in %.2f s", what, retries + 1, self.settings.max_retries, delay
-        )
-        return _Retry(delay)
 
 
 @register_sparse_embedding_function
@@ -295,7 +126,7 @@ class ChromaSparseEmbeddingFunction(SparseEmbeddingFunction[Documents]):
         )
         key = require_api_key(api_key, settings.api_key_env_var, settings.resolved_base_url)
         self._settings = settings
-        self._core = _Core(settings, key)
+        self._core = Core(settings, key)
         self.progress = bool(progress)
         self._lock = threading.Lock()
         self._client = http_client
@@ -322,23 +153,23 @@ class ChromaSparseEmbeddingFunction(SparseEmbeddingFunction[Documents]):
             InvalidInputError: `input` is not a non-empty list of strings.
             EmbeddingError: a subclass per failure; see the package's error table.
         """
-        return self._embed(_check_input(input), "documents")
+        return self._embed(check_input(input), "documents")
 
     def embed_query(self, input: Documents) -> SparseVectors:
         """Embed queries with the query model (and query target or instructions).
 
         Same arguments, result and errors as `__call__`.
         """
-        return self._embed(_check_input(input), "query")
+        return self._embed(check_input(input), "query")
 
     async def acall(self, input: Documents) -> SparseVectors:
         """Awaitable `__call__`: same semantics, requests sent concurrently on the loop."""
-        texts = _check_input(input)
+        texts = check_input(input)
         return await self._aembed(texts, "documents")
 
     async def aembed_query(self, input: Documents) -> SparseVectors:
         """Awaitable `embed_query`."""
-        texts = _check_input(input)
+        texts = check_input(input)
         return await self._aembed(texts, "query")
 
     @staticmethod
@@ -513,7 +344,7 @@ class ChromaSparseEmbeddingFunction(SparseEmbeddingFunction[Documents]):
                 _raise_first_error(futures)
         return _complete(out)
 
-    def _send(self, texts: Sequence[str], request: _Request) -> list[SparseVector]:
+    def _send(self, texts: Sequence[str], request: Request) -> list[SparseVector]:
         body = request.body(texts, self._settings.fetch_labels)
         retries = 0
         while True:
@@ -521,12 +352,12 @@ class ChromaSparseEmbeddingFunction(SparseEmbeddingFunction[Documents]):
             try:
                 response = self._http().post(self._core.url, content=body, headers=request.headers)
             except httpx.HTTPError as exc:
-                action: _Done | _Retry | _Split = self._core.decide_transport(exc, request, retries)
+                action: Done | Retry | Split = self._core.decide_transport(exc, request, retries)
             else:
                 action = self._core.decide(response, texts, request, retries)
-            if isinstance(action, _Done):
+            if isinstance(action, Done):
                 return action.vectors
-            if isinstance(action, _Split):
+            if isinstance(action, Split):
                 mid = len(texts) // 2
                 return self._send(texts[:mid], request) + self._send(texts[mid:], request)
             self._core.usage.retried()
@@ -572,7 +403,7 @@ class ChromaSparseEmbeddingFunction(SparseEmbeddingFunction[Documents]):
                     task.cancel()
         return _complete(out)
 
-    async def _asend(self, texts: Sequence[str], request: _Request) -> list[SparseVector]:
+    async def _asend(self, texts: Sequence[str], request: Request) -> list[SparseVector]:
         body = request.body(texts, self._settings.fetch_labels)
         retries = 0
         while True:
@@ -582,40 +413,18 @@ class ChromaSparseEmbeddingFunction(SparseEmbeddingFunction[Documents]):
                     self._core.url, content=body, headers=request.headers
                 )
             except httpx.HTTPError as exc:
-                action: _Done | _Retry | _Split = self._core.decide_transport(exc, request, retries)
+                action: Done | Retry | Split = self._core.decide_transport(exc, request, retries)
             else:
                 action = self._core.decide(response, texts, request, retries)
-            if isinstance(action, _Done):
+            if isinstance(action, Done):
                 return action.vectors
-            if isinstance(action, _Split):
+            if isinstance(action, Split):
                 mid = len(texts) // 2
                 first = await self._asend(texts[:mid], request)
                 return first + await self._asend(texts[mid:], request)
             self._core.usage.retried()
             await self._async_sleep(action.delay)
             retries += 1
-
-
-def _check_input(input: object) -> list[str]:
-    """The texts as a list, or `InvalidInputError` before any request is sent."""
-    if isinstance(input, str):
-        raise InvalidInputError(
-            "expected a list of texts, got a single string: wrap it in a list, e.g. [text]"
-        )
-    if input is None or isinstance(input, (bytes, bytearray, memoryview, Mapping)):
-        raise InvalidInputError(f"expected a list of texts, got {type(input).__name__}")
-    if not isinstance(input, Iterable):
-        raise InvalidInputError(f"expected a list of texts, got {type(input).__name__}")
-    texts = list(input)
-    if not texts:
-        raise InvalidInputError("expected at least one text, got an empty list")
-    for pos, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise InvalidInputError(
-                f"input[{pos}] is {type(text).__name__}, expected str"
-                + (": decode bytes first" if isinstance(text, (bytes, bytearray)) else "")
-            )
-    return texts
 
 
 def _complete(out: list[SparseVector | None]) -> list[SparseVector]:
