@@ -186,3 +186,39 @@ def test_public_api_is_sorted_and_complete() -> None:
     public = {n for n in vars(chroma_sparse_ef) if not n.startswith("_") or n == "__version__"}
     modules = {n for n, v in vars(chroma_sparse_ef).items() if type(v).__name__ == "module"}
     assert set(names) == public - modules - {"annotations"}
+
+
+@pytest.fixture
+def cloud_client_with_key() -> Any:
+    """A real chromadb HTTP client system for api.trychroma.com holding a key (no request is sent)."""
+    from chromadb.api.shared_system_client import SharedSystemClient
+    from chromadb.config import Settings
+
+    settings = Settings(
+        chroma_api_impl="chromadb.api.fastapi.FastAPI",
+        chroma_server_host="api.trychroma.com",
+        chroma_server_http_port=443,
+        chroma_server_ssl_enabled=True,
+        chroma_server_headers={"x-chroma-token": "key-of-the-cloud-client"},
+    )
+    identifier = "chroma-sparse-ef-test-cloud-client"
+    yield SharedSystemClient._create_system_if_not_exists(identifier, settings)
+    SharedSystemClient._identifier_to_system.pop(identifier, None)
+
+
+def test_key_falls_back_to_an_existing_cloud_clients_key(cloud_client_with_key: Any) -> None:
+    """No explicit key, nothing in the env var: the key of a Chroma Cloud client is used."""
+    ef = ChromaSparseEmbeddingFunction(api_key_env_var="NOT_SET_ANYWHERE")
+    headers = ef._core.requests["documents"].headers
+    assert headers["x-chroma-token"] == "key-of-the-cloud-client"
+    assert "key-of-the-cloud-client" not in repr(ef)
+    assert "key-of-the-cloud-client" not in json.dumps(ef.get_config())
+
+
+def test_env_var_wins_over_the_cloud_clients_key(
+    cloud_client_with_key: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The order is explicit key, env var, then a CloudClient's key."""
+    monkeypatch.setenv("CHROMA_API_KEY", "from-env")
+    ef = ChromaSparseEmbeddingFunction()
+    assert ef._core.requests["documents"].headers["x-chroma-token"] == "from-env"
