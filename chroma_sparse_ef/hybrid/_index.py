@@ -47,10 +47,10 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from ._index_input import concat_records, validate_csr, validate_query
+
 __all__ = ["SparseIndex"]
 
-#: Term ids are uint32, as in chromadb's SparseVector and in `_codec`.
-_MAX_TERM = 2**32
 #: Merge the two newest segments while the older holds fewer than this many times the
 #: postings of the newer, so sizes shrink at least 4x from oldest to newest: at most
 #: ~log4(n) segments (8 for 15M postings). Simulated on 100k single-record upserts onto a
@@ -226,7 +226,7 @@ class SparseIndex:
             ValueError: Lengths differ, an id repeats, or a vector is invalid (the message
                 names the record).
         """
-        indptr, terms, weights = _concat(ids, indices, values)
+        indptr, terms, weights = concat_records(ids, indices, values)
         return cls.from_csr(ids, indptr, terms, weights)
 
     @classmethod
@@ -252,7 +252,7 @@ class SparseIndex:
             ValueError: Shapes disagree, an id repeats, or a vector is invalid.
         """
         index = cls()
-        index._write(ids, *_validate_csr(ids, indptr, indices, values))
+        index._write(ids, *validate_csr(ids, indptr, indices, values))
         return index
 
     # ------------------------------------------------------------------ writes
@@ -275,7 +275,7 @@ class SparseIndex:
             ValueError: Lengths differ, an id repeats, or a vector is invalid. Nothing is
                 written then.
         """
-        self._write(ids, *_concat(ids, indices, values))
+        self._write(ids, *concat_records(ids, indices, values))
 
     def delete(self, ids: Iterable[str]) -> None:
         """Remove records. Ids not in the index are ignored.
@@ -389,7 +389,7 @@ class SparseIndex:
         limit = operator.index(limit)
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
-        q_terms, q_weights = _validate_query(query_indices, query_values)
+        q_terms, q_weights = validate_query(query_indices, query_values)
 
         allowed_slots: _I64 | None = None
         if allowed is None:
@@ -528,131 +528,3 @@ def _merge_postings(
     return _Segment.from_postings(
         np.concatenate(slot_list), np.concatenate(term_list), np.concatenate(weight_list)
     )
-
-
-# ---------------------------------------------------------------------- validation
-
-
-def _concat(
-    ids: Sequence[str],
-    indices: Sequence[npt.ArrayLike],
-    values: Sequence[npt.ArrayLike],
-) -> tuple[_I64, npt.NDArray[np.uint32], _F32]:
-    if not len(ids) == len(indices) == len(values):
-        raise ValueError(
-            f"ids, indices and values must have the same length, got "
-            f"{len(ids)}, {len(indices)} and {len(values)}"
-        )
-    n = len(ids)
-    idx_arrays = [np.asarray(a) for a in indices]
-    val_arrays = [np.asarray(v) for v in values]
-    for k, (a, v) in enumerate(zip(idx_arrays, val_arrays, strict=True)):
-        if a.ndim != 1 or v.ndim != 1 or a.shape[0] != v.shape[0]:
-            raise ValueError(
-                f"record {ids[k]!r}: indices and values must be 1-D and of equal length, "
-                f"got shapes {a.shape} and {v.shape}"
-            )
-    lengths = np.fromiter((a.shape[0] for a in idx_arrays), dtype=np.int64, count=n)
-    indptr = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(lengths, out=indptr[1:])
-    nonempty_idx = [a for a in idx_arrays if a.shape[0]]
-    nonempty_val = [v for v in val_arrays if v.shape[0]]
-    terms = np.concatenate(nonempty_idx) if nonempty_idx else np.empty(0, np.int64)
-    weights = np.concatenate(nonempty_val) if nonempty_val else np.empty(0, np.float32)
-    return _validate_csr(ids, indptr, terms, weights)
-
-
-def _validate_csr(
-    ids: Sequence[str],
-    indptr_like: npt.ArrayLike,
-    indices_like: npt.ArrayLike,
-    values_like: npt.ArrayLike,
-) -> tuple[_I64, npt.NDArray[np.uint32], _F32]:
-    """Check a CSR batch; return it with term ids as uint32, weights as float32, no zeros."""
-    n = len(ids)
-    if len(set(ids)) != n:
-        raise ValueError("ids must be unique within one call")
-    indptr = np.asarray(indptr_like)
-    indices = np.asarray(indices_like)
-    values = np.asarray(values_like)
-    if indptr.shape != (n + 1,) or indptr.dtype.kind not in "iu":
-        raise ValueError(f"indptr must be {n + 1} integers, got shape {indptr.shape}")
-    indptr = indptr.astype(np.int64, copy=False)
-    nnz = int(indices.shape[0]) if indices.ndim == 1 else -1
-    if (
-        indices.ndim != 1
-        or values.shape != indices.shape
-        or indptr[0] != 0
-        or indptr[-1] != nnz
-        or bool(np.any(np.diff(indptr) < 0))
-    ):
-        raise ValueError("indptr, indices and values do not describe a CSR batch")
-
-    def record_at(position: int) -> str:
-        return repr(ids[int(np.searchsorted(indptr, position, side="right")) - 1])
-
-    if nnz and indices.dtype.kind not in "iu":
-        integral = indices.dtype.kind == "f" and bool(np.all(np.floor(indices) == indices))
-        if not integral:
-            raise ValueError(f"indices must be integers, got dtype {indices.dtype}")
-    if nnz and values.dtype.kind not in "fiu":
-        raise ValueError(f"values must be real numbers, got dtype {values.dtype}")
-    if nnz:
-        bad = np.flatnonzero((indices < 0) | (indices >= _MAX_TERM))
-        if bad.shape[0]:
-            raise ValueError(
-                f"record {record_at(int(bad[0]))}: term id {indices[bad[0]]} is outside [0, 2**32)"
-            )
-    terms = indices.astype(np.uint32)
-    with np.errstate(over="ignore"):  # overflow becomes inf, refused just below
-        weights = values.astype(np.float32)
-    if nnz:
-        not_finite = np.flatnonzero(~np.isfinite(weights))
-        if not_finite.shape[0]:
-            p = int(not_finite[0])
-            raise ValueError(f"record {record_at(p)}: weight {values[p]} is not finite in float32")
-        unordered = np.diff(terms.astype(np.int64)) <= 0
-        boundaries = indptr[1:-1]
-        unordered[boundaries[(boundaries > 0) & (boundaries < nnz)] - 1] = False
-        bad = np.flatnonzero(unordered)
-        if bad.shape[0]:
-            raise ValueError(
-                f"record {record_at(int(bad[0]) + 1)}: indices must be strictly ascending"
-            )
-    nonzero = weights != 0
-    if not bool(np.all(nonzero)):
-        kept = np.zeros(nnz + 1, dtype=np.int64)
-        np.cumsum(nonzero, out=kept[1:])
-        indptr = kept[indptr]
-        terms = terms[nonzero]
-        weights = weights[nonzero]
-    return indptr, terms, weights
-
-
-def _validate_query(indices_like: npt.ArrayLike, values_like: npt.ArrayLike) -> tuple[_U32, _F64]:
-    indices = np.asarray(indices_like)
-    values = np.asarray(values_like)
-    if indices.ndim != 1 or values.shape != indices.shape:
-        raise ValueError(
-            f"query indices and values must be 1-D and of equal length, "
-            f"got shapes {indices.shape} and {values.shape}"
-        )
-    if indices.shape[0] == 0:
-        return np.empty(0, np.uint32), np.empty(0, np.float64)
-    if indices.dtype.kind not in "iu":
-        raise ValueError(f"query indices must be integers, got dtype {indices.dtype}")
-    if values.dtype.kind not in "fiu":
-        raise ValueError(f"query values must be real numbers, got dtype {values.dtype}")
-    if bool(np.any((indices < 0) | (indices >= _MAX_TERM))):
-        raise ValueError("query term ids must be in [0, 2**32)")
-    with np.errstate(over="ignore"):  # overflow becomes inf, refused just below
-        weights = values.astype(np.float32)
-    if not bool(np.all(np.isfinite(weights))):
-        raise ValueError("query values must be finite in float32")
-    order = np.argsort(indices, kind="stable")
-    terms = indices[order].astype(np.uint32)
-    if bool(np.any(terms[1:] == terms[:-1])):
-        raise ValueError("query term ids must be distinct")
-    weights = weights[order]
-    nonzero = weights != 0
-    return terms[nonzero], weights[nonzero].astype(np.float64)
