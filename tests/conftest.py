@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-_ENV_VARS = ("CHROMA_API_KEY", "CHROMA_EMBED_URL", "CHROMA_TENANT", "CHROMA_DATABASE")
+_ENV_VARS = (
+    "CHROMA_API_KEY",
+    "CHROMA_EMBED_URL",
+    "CHROMA_TENANT",
+    "CHROMA_DATABASE",
+    "CHROMA_SPARSE_EF_DENSE",
+    "CHROMA_SPARSE_EF_SERVER_API_KEY",
+)
 
 
 @pytest.fixture(autouse=True)
