@@ -112,10 +112,21 @@ def serve(
     access_log: Annotated[
         bool, typer.Option(help="Log one line per request (never headers).")
     ] = True,
+    splade: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--splade",
+            metavar="MODEL=DIR",
+            show_default=False,
+            help="Serve MODEL with real SPLADE vectors from a local Hugging Face BERT "
+            "masked-LM directory (config.json, model.safetensors, tokenizer.json), e.g. "
+            "prithivida/Splade_PP_en_v1=/models/splade_pp. Repeatable; other models stay BM25.",
+        ),
+    ] = None,
 ) -> None:
-    """Serve POST /embed_sparse locally (BM25 vectors), like Chroma's embedding service."""
+    """Serve POST /embed_sparse locally (BM25, or SPLADE with --splade), like Chroma's embedding service."""
     try:
-        from .server import create_app, warn_if_exposed
+        from .server import Bm25Backend, SparseBackend, create_app, warn_if_exposed
         from .server._serve import (
             bind_socket,
             make_uvicorn_server,
@@ -124,8 +135,17 @@ def serve(
         )
     except ImportError as exc:
         fail(str(exc))
+    splade_dirs = _parse_splade_options(splade or [])
     try:
-        application = create_app(api_key=api_key, rate_limit=rate_limit, latency_ms=latency_ms)
+        backends: list[SparseBackend] | None = None
+        if splade_dirs:
+            from .server._splade import SpladeBackend
+
+            # SPLADE first: routing gives each model to the first backend that lists it.
+            backends = [SpladeBackend.from_dirs(splade_dirs), Bm25Backend()]
+        application = create_app(
+            api_key=api_key, rate_limit=rate_limit, latency_ms=latency_ms, backends=backends
+        )
         sock = bind_socket(host, port)
     except ConfigurationError as exc:
         fail(str(exc))
@@ -140,6 +160,20 @@ def serve(
         warn_if_exposed(host, has_api_key=api_key is not None)
         typer.echo(f"chroma-sparse-ef: serving {url_for(sock)}/embed_sparse", err=True)
         server.run(sockets=[sock])
+
+
+def _parse_splade_options(specs: list[str]) -> dict[str, str]:
+    """Map each ``--splade MODEL=DIR`` to its model name, or fail with one line."""
+    dirs: dict[str, str] = {}
+    for spec in specs:
+        # Model names never hold "=", directories might: split at the first one.
+        model, sep, directory = spec.partition("=")
+        if not (sep and model and directory):
+            fail(f"--splade takes MODEL=DIR, got {spec!r}")
+        if model in dirs:
+            fail(f"--splade names {model!r} twice")
+        dirs[model] = directory
+    return dirs
 
 
 @app.command()

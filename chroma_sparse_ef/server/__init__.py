@@ -2,7 +2,8 @@
 
 Like stripe-mock for Stripe: the same contract (`embed_sparse.openapi.yaml`, packaged
 beside this file) for offline development, CI and tests. Vectors are real but come from
-a local backend, BM25 by default, announced as such. Needs the ``server`` extra::
+a local backend, announced as such: BM25 by default, or real SPLADE from a local model
+directory (`SpladeBackend`, numpy only). Needs the ``server`` extra::
 
     pip install 'chroma-sparse-ef[server]'
 
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from ._backends import SPARSE_MODELS, Bm25Backend, EmbedOutput, SparseBackend, SparseItem
     from ._ratelimit import RateLimit
     from ._security import is_loopback, warn_if_exposed
+    from ._splade import SpladeBackend
 
 __all__ = [
     "SPARSE_MODELS",
@@ -32,6 +34,7 @@ __all__ = [
     "RateLimit",
     "SparseBackend",
     "SparseItem",
+    "SpladeBackend",
     "create_app",
     "is_loopback",
     "warn_if_exposed",
@@ -50,6 +53,7 @@ _HOMES = {
     "RateLimit": "._ratelimit",
     "is_loopback": "._security",
     "warn_if_exposed": "._security",
+    "SpladeBackend": "._splade",
 }
 #: Packages of the ``server`` extra (and what they pull in) that may be missing.
 _EXTRA_PACKAGES = frozenset({"fastapi", "starlette", "snowballstemmer"})
