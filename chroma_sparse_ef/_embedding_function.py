@@ -41,6 +41,7 @@ from ._exceptions import (
     ServiceError,
 )
 from ._models import DEFAULT_MODEL
+from ._progress import progress_bar
 from ._usage import Usage
 
 __all__ = ["ChromaSparseEmbeddingFunction"]
@@ -324,7 +325,9 @@ class ChromaSparseEmbeddingFunction(SparseEmbeddingFunction[Documents]):
         request = self._core.requests[side]
         out: list[SparseVector | None] = [None] * len(texts)
         spans = self._core.batches(len(texts))
-        with _progress(self.progress and len(spans) > 1, len(texts), request.model) as bar:
+        with progress_bar(
+            self.progress and len(spans) > 1, len(texts), f"embedding ({request.model})"
+        ) as bar:
 
             def run(span: tuple[int, int]) -> None:
                 start, end = span
@@ -387,7 +390,9 @@ class ChromaSparseEmbeddingFunction(SparseEmbeddingFunction[Documents]):
         out: list[SparseVector | None] = [None] * len(texts)
         spans = self._core.batches(len(texts))
         gate = asyncio.Semaphore(self._settings.max_concurrency)
-        with _progress(self.progress and len(spans) > 1, len(texts), request.model) as bar:
+        with progress_bar(
+            self.progress and len(spans) > 1, len(texts), f"embedding ({request.model})"
+        ) as bar:
 
             async def run(span: tuple[int, int]) -> None:
                 start, end = span
@@ -440,24 +445,3 @@ def _raise_first_error(futures: Sequence[Future[None]]) -> None:
             exc = future.exception()
             if exc is not None:
                 raise exc
-
-
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-    def __enter__(self) -> _NoBar:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        pass
-
-
-def _progress(enabled: bool, total: int, model: str) -> Any:
-    if not enabled:
-        return _NoBar()
-    # tqdm.std, not tqdm.auto: a text bar works everywhere, and the notebook widget
-    # would need ipywidgets, one more dependency for a progress bar.
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="text", desc=f"embedding ({model})")

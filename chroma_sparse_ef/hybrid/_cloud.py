@@ -103,7 +103,7 @@ class NativeBackend:
         for (position, _), vector in zip(with_docs, vectors, strict=True):
             # A SparseVector already at the key: Chroma sends it as is, embeds nothing.
             metadatas[position] = {**(metadatas[position] or {}), self.sparse_key: vector}
-        with progress_bar(progress, total, f"{op} to Chroma") as bar:
+        with progress_bar(progress, total, f"{op} to Chroma", unit="record") as bar:
             for start, end in chunks(total, self._max_batch):
                 send(
                     ids=batch.ids[start:end],

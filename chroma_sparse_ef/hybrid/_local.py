@@ -548,4 +548,4 @@ def _select(batch: WriteBatch, keep: Sequence[int]) -> WriteBatch:
 def _bar(progress: bool, total: int, desc: str) -> Any:
     from ._writes import progress_bar
 
-    return progress_bar(progress and total > 0, total, desc)
+    return progress_bar(progress and total > 0, total, desc, unit="record")

@@ -21,6 +21,7 @@ from chromadb.api.types import (
 from chromadb.errors import ChromaError
 
 from .._exceptions import InvalidInputError
+from .._progress import progress_bar
 from ._stored import check_user_metadatas
 
 __all__ = ["EMBED_CHUNK", "WriteBatch", "chunks", "embed_in_chunks", "progress_bar"]
@@ -153,26 +154,6 @@ def embed_in_chunks(
             out.extend(part)
             bar.update(end - start)
     return out
-
-
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-    def __enter__(self) -> _NoBar:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        pass
-
-
-def progress_bar(enabled: bool, total: int, desc: str) -> Any:
-    """A tqdm bar (imported lazily) when ``enabled``, else a no-op with the same methods."""
-    if not enabled:
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit="record", desc=desc)
 
 
 def as_sparse_vectors(values: Sequence[Any], what: str) -> list[SparseVector]:
