@@ -13,7 +13,7 @@ import math
 import re
 import threading
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -21,7 +21,8 @@ import numpy.typing as npt
 from chromadb.api.types import Documents, EmbeddingFunction, Embeddings, Space
 from chromadb.utils.embedding_functions import register_embedding_function
 
-from ._exceptions import ConfigurationError, InvalidInputError
+from ._core import check_input
+from ._exceptions import ConfigurationError
 
 __all__ = ["DEFAULT_DIMENSIONS", "HASHING_FUNCTION_NAME", "HashingEmbeddingFunction"]
 
@@ -164,7 +165,7 @@ class HashingEmbeddingFunction(EmbeddingFunction[Documents]):
         Raises:
             InvalidInputError: `input` is not a list of strings.
         """
-        texts = _check_texts(input)
+        texts = check_input(input)
         rows: list[npt.NDArray[np.int64]] = []
         cols: list[npt.NDArray[np.int64]] = []
         vals: list[npt.NDArray[np.float32]] = []
@@ -333,21 +334,3 @@ class HashingEmbeddingFunction(EmbeddingFunction[Documents]):
                 self._words.clear()
             self._words[word] = entry
         return entry
-
-
-def _check_texts(input: object) -> list[str]:
-    if isinstance(input, str):
-        raise InvalidInputError(
-            "expected a list of texts, got a single string: wrap it in a list, e.g. [text]"
-        )
-    if input is None or isinstance(input, (bytes, bytearray, Mapping)):
-        raise InvalidInputError(f"expected a list of texts, got {type(input).__name__}")
-    if not isinstance(input, Iterable):
-        raise InvalidInputError(f"expected a list of texts, got {type(input).__name__}")
-    texts = list(input)
-    if not texts:
-        raise InvalidInputError("expected at least one text, got an empty list")
-    for pos, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise InvalidInputError(f"input[{pos}] is {type(text).__name__}, expected str")
-    return texts

@@ -9,7 +9,6 @@ instead of sent; the embedding function talks HTTP to the local /embed_sparse se
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 import pytest
 from chromadb.api.models.Collection import Collection
@@ -20,32 +19,9 @@ from chromadb.execution.expression.plan import Search
 from chromadb.types import Collection as CollectionModel
 
 from chroma_sparse_ef import ChromaSparseEmbeddingFunction
+from tests.integration.chroma_doubles import RecordingServer
 
 SPARSE_KEY = "sparse_embedding"
-
-
-class RecordingServer:
-    """Stands in for the Chroma server API: records what the Collection would send."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, dict[str, Any]]] = []
-
-    def _record(self, name: str, kwargs: dict[str, Any]) -> bool:
-        self.calls.append((name, kwargs))
-        return True
-
-    def _add(self, **kwargs: Any) -> bool:
-        return self._record("add", kwargs)
-
-    def _upsert(self, **kwargs: Any) -> bool:
-        return self._record("upsert", kwargs)
-
-    def _update(self, **kwargs: Any) -> bool:
-        return self._record("update", kwargs)
-
-    def _search(self, **kwargs: Any) -> list[Any]:
-        self._record("search", kwargs)
-        return []
 
 
 class OfflineDense:

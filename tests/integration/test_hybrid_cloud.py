@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from chromadb.api.models.Collection import Collection
-from chromadb.api.types import SearchResult, SparseVector
+from chromadb.api.types import SparseVector
 from chromadb.config import Settings
 from chromadb.execution.expression import K, Knn, Search
 from chromadb.types import Collection as CollectionModel
@@ -22,50 +22,11 @@ from chromadb.types import Collection as CollectionModel
 from chroma_sparse_ef import ChromaSparseEmbeddingFunction, InvalidInputError
 from chroma_sparse_ef.hybrid import HybridCollection, HybridLayoutError
 from chroma_sparse_ef.hybrid._cloud import build_schema
-from tests.integration.test_hybrid_local import HashEmbedding
+from tests.integration.chroma_doubles import HashEmbedding, RecordingServer
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:The EmbeddingFunction class does not implement name:DeprecationWarning"
 )
-
-
-class RecordingServer:
-    """Stands in for chromadb's ServerAPI: records each call, answers searches."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, dict[str, Any]]] = []
-        self.search_rows: list[dict[str, Any]] = []
-
-    def _record(self, name: str, kwargs: dict[str, Any]) -> bool:
-        self.calls.append((name, kwargs))
-        return True
-
-    def _add(self, **kwargs: Any) -> bool:
-        return self._record("add", kwargs)
-
-    def _upsert(self, **kwargs: Any) -> bool:
-        return self._record("upsert", kwargs)
-
-    def _update(self, **kwargs: Any) -> bool:
-        return self._record("update", kwargs)
-
-    def _delete(self, **kwargs: Any) -> None:
-        self._record("delete", kwargs)
-
-    def _count(self, **kwargs: Any) -> int:
-        return 0
-
-    def _search(self, **kwargs: Any) -> SearchResult:
-        self._record("search", kwargs)
-        rows = self.search_rows
-        return SearchResult(
-            ids=[[r["id"] for r in rows]],
-            documents=[[r.get("document") for r in rows]],
-            metadatas=[[r.get("metadata") for r in rows]],
-            scores=[[r.get("score") for r in rows]],
-            embeddings=None,
-            select=[["#document", "#metadata", "#score"]],
-        )
 
 
 class FakeCloudClient:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import re
 import subprocess
 import sys
 import textwrap
@@ -15,7 +13,6 @@ from typing import Any
 import chromadb
 import numpy as np
 import pytest
-from chromadb.api.types import Documents, EmbeddingFunction, Embeddings
 from chromadb.execution.expression import K, Knn, Rrf, Search, Val
 
 from chroma_sparse_ef import AuthenticationError, ChromaSparseEmbeddingFunction, InvalidInputError
@@ -24,6 +21,7 @@ from chroma_sparse_ef.hybrid import (
     HybridLayoutError,
     UnsupportedSearchError,
 )
+from tests.integration.chroma_doubles import HashEmbedding
 
 DIMS = 64
 
@@ -47,23 +45,6 @@ META = {
     "d5": {"topic": "ops", "year": 2020},
     "d6": {"topic": "food", "year": 2019},
 }
-
-
-class HashEmbedding(EmbeddingFunction[Documents]):
-    """Deterministic offline dense embeddings: word tokens hashed into 64 dims, L2-normalised."""
-
-    def __init__(self) -> None:
-        pass
-
-    def __call__(self, input: Documents) -> Embeddings:
-        out = []
-        for text in input:
-            vector = np.zeros(DIMS, dtype=np.float32)
-            for word in re.findall(r"\w+", text.lower()):
-                vector[int(hashlib.md5(word.encode()).hexdigest(), 16) % DIMS] += 1.0
-            norm = float(np.linalg.norm(vector))
-            out.append(vector / norm if norm else vector)
-        return out
 
 
 @pytest.fixture
