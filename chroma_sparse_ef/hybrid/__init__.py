@@ -24,7 +24,8 @@ from .._exceptions import (
     UnsupportedSearchError,
 )
 from ._collection import DEFAULT_SPARSE_KEY, Backend, HybridCollection
-from ._plan import build_native_search, plan_from_search
+from ._native_search import build_native_search
+from ._plan import plan_from_search
 from ._results import SearchHit, SearchResults, TermMatch
 
 __all__ = [

@@ -25,11 +25,11 @@ from .._exceptions import ConfigurationError, InvalidInputError
 from ._cloud import NativeBackend, build_schema, find_sparse_index
 from ._fusion import DEFAULT_RRF_K
 from ._local import LocalBackend
+from ._native_search import build_native_search
 from ._plan import (
     DEFAULT_CANDIDATE_LIMIT,
     DEFAULT_SEARCH_LIMIT,
     DEFAULT_SELECT,
-    build_native_search,
     plan_from_search,
 )
 from ._results import SearchResults

@@ -54,10 +54,9 @@ from typing import Any, Literal, cast
 
 from chromadb.api.types import SparseVector, WhereDocument
 from chromadb.api.types import Where as WhereDict
-from chromadb.execution.expression import K, Key, Knn, Rrf, Search, Where
+from chromadb.execution.expression import Search
 
 from .._exceptions import UnsupportedSearchError
-from ._fusion import DEFAULT_RRF_K, rrf_weights
 
 __all__ = [
     "DEFAULT_CANDIDATE_LIMIT",
@@ -70,7 +69,8 @@ __all__ = [
     "RrfSpec",
     "Selection",
     "UnsupportedSearchError",
-    "build_native_search",
+    "check_positive",
+    "check_sparse_key",
     "plan_from_search",
 ]
 
@@ -230,7 +230,7 @@ def plan_from_search(search: Search, *, sparse_key: str) -> LocalPlan:
             non-positive Knn limit, a non-numeric default). chromadb's own validation of
             ``Rrf`` (``k``, weights) raises its ``ValueError`` while serialising.
     """
-    _check_sparse_key(sparse_key)
+    check_sparse_key(sparse_key)
     payload = search.to_dict()
     if payload.get("group_by"):
         raise UnsupportedSearchError("group_by is not supported locally")
@@ -249,107 +249,12 @@ def plan_from_search(search: Search, *, sparse_key: str) -> LocalPlan:
     )
 
 
-def build_native_search(
-    query_text: str,
-    *,
-    sparse_key: str,
-    mode: Literal["hybrid", "dense", "sparse"] = "hybrid",
-    limit: int = DEFAULT_SEARCH_LIMIT,
-    offset: int = 0,
-    where: Where | dict[str, Any] | None = None,
-    weights: Sequence[float] | None = None,
-    normalize: bool = False,
-    k: int = DEFAULT_RRF_K,
-    candidate_limit: int = DEFAULT_CANDIDATE_LIMIT,
-    sparse_candidate_limit: int | None = None,
-    missing_rank: float | Literal["candidate_limit"] | None = "candidate_limit",
-    select: Sequence[str | Key] = DEFAULT_SELECT,
-) -> Search:
-    """Build the ``Search`` that runs hybrid (or single-leg) search natively on Chroma Cloud.
-
-    ``"hybrid"``: ``Rrf`` over ``Knn(query_text, key=K.EMBEDDING)`` and
-    ``Knn(query_text, key=sparse_key)``, both ``return_rank=True``. ``"dense"``/``"sparse"``:
-    that one ``Knn``, scored by its distance. Cloud's client embeds ``query_text`` for each
-    key with that key's embedding function.
-
-    Args:
-        query_text: The query.
-        sparse_key: The collection's sparse embedding key.
-        mode: ``"hybrid"``, ``"dense"`` or ``"sparse"``.
-        limit: Results to return.
-        offset: Ranked results to skip first.
-        where: A chromadb ``Where`` expression or its dict form.
-        weights: ``Rrf`` weights, dense then sparse; 1.0 each by default. Hybrid only.
-        normalize: Scale ``weights`` to sum to 1. Hybrid only.
-        k: ``Rrf`` smoothing constant.
-        candidate_limit: How many records each Knn considers.
-        sparse_candidate_limit: The sparse leg's own limit, if it should differ.
-        missing_rank: The rank given to a record one leg did not return (each Knn's
-            ``default``). ``"candidate_limit"``: just past the end of that leg's list, so a
-            record only one leg found still ranks; ``None``: Chroma's default, which keeps
-            only records both legs found.
-
-    Returns:
-        The ``Search``.
-
-    Raises:
-        ValueError: An unknown mode, a non-positive limit, candidate limit or ``k``, a
-            negative offset, bad weights, or weights outside hybrid mode.
-    """
-    _check_sparse_key(sparse_key)
-    if mode not in ("hybrid", "dense", "sparse"):
-        raise ValueError(f"mode must be 'hybrid', 'dense' or 'sparse', got {mode!r}")
-    _check_positive("limit", limit)
-    _check_positive("candidate_limit", candidate_limit)
-    sparse_limit = candidate_limit if sparse_candidate_limit is None else sparse_candidate_limit
-    _check_positive("sparse_candidate_limit", sparse_limit)
-    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-        raise ValueError(f"offset must be a non-negative integer, got {offset!r}")
-
-    search = Search(where=where).limit(limit, offset=offset).select(*select)
-    if mode != "hybrid":
-        if weights is not None or normalize:
-            raise ValueError("weights and normalize apply to hybrid mode only")
-        if mode == "dense":
-            return search.rank(Knn(query=query_text, key=K.EMBEDDING, limit=candidate_limit))
-        return search.rank(Knn(query=query_text, key=sparse_key, limit=sparse_limit))
-
-    # Fail here, with Rrf's own rules, rather than later inside Search.to_dict().
-    rrf_weights(2, k=k, weights=weights, normalize=normalize)
-
-    def default(leg_limit: int) -> float | None:
-        return float(leg_limit) if missing_rank == "candidate_limit" else missing_rank
-
-    dense = Knn(
-        query=query_text,
-        key=K.EMBEDDING,
-        limit=candidate_limit,
-        default=default(candidate_limit),
-        return_rank=True,
-    )
-    # A str key, not K(sparse_key): see the module docstring (chroma-core/chroma PR #7576).
-    sparse = Knn(
-        query=query_text,
-        key=sparse_key,
-        limit=sparse_limit,
-        default=default(sparse_limit),
-        return_rank=True,
-    )
-    rrf = Rrf(
-        ranks=[dense, sparse],
-        k=k,
-        weights=None if weights is None else list(weights),
-        normalize=normalize,
-    )
-    return search.rank(rrf)
-
-
-def _check_sparse_key(sparse_key: str) -> None:
+def check_sparse_key(sparse_key: str) -> None:
     if not isinstance(sparse_key, str) or not sparse_key or sparse_key.startswith("#"):
         raise ValueError(f"sparse_key must be a metadata key name, got {sparse_key!r}")
 
 
-def _check_positive(name: str, value: object) -> None:
+def check_positive(name: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
@@ -449,7 +354,7 @@ def _leg(knn: Mapping[str, Any], sparse_key: str) -> KnnLeg:
             f"and {sparse_key!r}"
         )
     limit = knn.get("limit", DEFAULT_KNN_LIMIT)
-    _check_positive("Knn limit", limit)
+    check_positive("Knn limit", limit)
     default = knn.get("default")
     if default is not None and (isinstance(default, bool) or not isinstance(default, (int, float))):
         raise ValueError(f"Knn default must be a number or None, got {default!r}")

@@ -20,6 +20,7 @@ from chromadb.api.types import (
 from chromadb.execution.expression import And, Eq, GroupBy, K, Knn, MinK, Or, Rrf, Search, Val
 
 from chroma_sparse_ef.hybrid._fusion import RankedLeg, rrf_fuse
+from chroma_sparse_ef.hybrid._native_search import build_native_search
 from chroma_sparse_ef.hybrid._plan import (
     DEFAULT_CANDIDATE_LIMIT,
     KnnLeg,
@@ -27,7 +28,6 @@ from chroma_sparse_ef.hybrid._plan import (
     RrfSpec,
     Selection,
     UnsupportedSearchError,
-    build_native_search,
     plan_from_search,
 )
 
