@@ -248,6 +248,7 @@ class HybridCollection:
             sparse_function = rebuild_sparse_function(stored.name, stored.config)
         else:
             _check_same_name(collection.name, stored.name, sparse_function)
+            _check_same_space(collection.name, stored.config, sparse_function)
         return cls(
             LocalBackend(
                 collection,
@@ -300,7 +301,10 @@ class HybridCollection:
 
         Sparse vectors are computed from the documents (in batches, concurrently, by the
         sparse function); dense embeddings too unless given. Everything is embedded
-        before anything is written, so a failure writes nothing.
+        before anything is written, so an embedding failure writes nothing. A write larger
+        than Chroma's batch size goes in several batches, and Chroma has no transaction
+        across them: if Chroma fails on a later batch, the earlier ones stay written (the
+        search cache notices and rebuilds). Retrying the same upsert is safe.
 
         Args:
             ids: One id or a list.
@@ -366,6 +370,7 @@ class HybridCollection:
             embeddings=embeddings,
             reserved=self._backend.reserved,
             needs_vectors=needs_vectors,
+            local=self._backend.kind == "local",
         )
         self._backend.write(op, batch, progress=bool(progress))
 
@@ -553,3 +558,22 @@ def _check_same_name(collection: str, stored_name: str, function: Any) -> None:
 def _check_same_function(collection: str, stored: Any, given: Any) -> None:
     if given is not None:
         _check_same_name(collection, stored.name(), given)
+        _check_same_space(collection, stored.get_config(), given)
+
+
+def _check_same_space(collection: str, stored_config: dict[str, Any], given: Any) -> None:
+    """Refuse a function of the same name whose settings put vectors in another space.
+
+    Every hosted model shares the name ``chroma_sparse_ef``, so the name alone cannot tell
+    SPLADE from BGE-M3: the function's own `validate_config_update` knows which settings
+    (model, query model, task, instructions) change the space.
+    """
+    if not hasattr(given, "validate_config_update") or not hasattr(given, "get_config"):
+        return
+    try:
+        given.validate_config_update(stored_config, given.get_config())
+    except ValueError as exc:
+        raise HybridLayoutError(
+            f"Collection {collection!r} holds vectors from a differently configured sparse "
+            f"function: {exc}"
+        ) from exc

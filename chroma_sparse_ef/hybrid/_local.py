@@ -252,7 +252,9 @@ class LocalBackend:
         """``add``, ``upsert`` or ``update`` with Chroma's semantics; sparse embedded first.
 
         Dense and sparse embeddings are computed before anything is written, so an
-        embedding failure writes nothing.
+        embedding failure writes nothing. A Chroma error after the first of several
+        batches leaves the earlier batches written (Chroma has no multi-batch
+        transaction); the cache is then marked stale and rebuilt on the next search.
         """
         with self._lock:
             before = self._mark() if self._index is not None else None
@@ -283,15 +285,22 @@ class LocalBackend:
             metadatas = [merge_metadata(user[i], hidden_at.get(i)) for i in range(len(batch.ids))]
             send = getattr(self.collection, op)
             total = len(batch.ids)
-            with _bar(progress, total, f"{op} to Chroma") as bar:
-                for start, end in chunks(total, self._max_batch):
-                    send(
-                        ids=batch.ids[start:end],
-                        embeddings=None if embeddings is None else embeddings[start:end],
-                        metadatas=metadatas[start:end] if any(metadatas[start:end]) else None,
-                        documents=None if batch.documents is None else batch.documents[start:end],
-                    )
-                    bar.update(end - start)
+            try:
+                with _bar(progress, total, f"{op} to Chroma") as bar:
+                    for start, end in chunks(total, self._max_batch):
+                        send(
+                            ids=batch.ids[start:end],
+                            embeddings=None if embeddings is None else embeddings[start:end],
+                            metadatas=metadatas[start:end] if any(metadatas[start:end]) else None,
+                            documents=None
+                            if batch.documents is None
+                            else batch.documents[start:end],
+                        )
+                        bar.update(end - start)
+            except BaseException:
+                # Earlier batches may be in Chroma already: the next search reloads.
+                self._stale = True
+                raise
             if self._index is not None:
                 embedded_ids = [batch.ids[pos] for pos, _ in with_docs]
                 self._apply_vectors(embedded_ids, fingerprints, vectors)
@@ -309,8 +318,12 @@ class LocalBackend:
             )["ids"]
             if not targets:
                 return
-            for start, end in chunks(len(targets), self._max_batch):
-                self.collection.delete(ids=targets[start:end])
+            try:
+                for start, end in chunks(len(targets), self._max_batch):
+                    self.collection.delete(ids=targets[start:end])
+            except BaseException:
+                self._stale = True  # some batches may be gone already
+                raise
             if self._index is not None:
                 self._index.delete(targets)
                 for rid in targets:

@@ -61,6 +61,7 @@ class WriteBatch:
         embeddings: Any = None,
         reserved: tuple[str, ...],
         needs_vectors: bool,
+        local: bool = True,
     ) -> WriteBatch:
         """Normalise and validate one write's arguments.
 
@@ -73,6 +74,7 @@ class WriteBatch:
             reserved: Metadata keys user metadata may not use.
             needs_vectors: Every record must end with a dense embedding (add, upsert):
                 without ``embeddings``, every document must be a string.
+            local: Embedded Chroma, which cannot store a ``SparseVector`` in metadata.
 
         Returns:
             The batch.
@@ -112,6 +114,25 @@ class WriteBatch:
             else [None if m is None else dict(m) for m in record_set["metadatas"]]
         )
         check_user_metadatas(metas, reserved)  # type: ignore[arg-type]
+        # What chromadb's validation lets through but its write then refuses: caught here,
+        # so nothing is embedded (or half-written) for a write that cannot succeed.
+        for position, rid in enumerate(record_set["ids"]):
+            if not rid:
+                raise InvalidInputError(f"Invalid {op} input: ids[{position}] is empty")
+        for position, meta in enumerate(metas or []):
+            for key, value in (meta or {}).items():
+                where = f"Invalid {op} input: metadatas[{position}][{key!r}]"
+                if key.startswith("#"):
+                    raise InvalidInputError(f"{where}: keys starting with '#' are Chroma's own")
+                if value is None and op != "update":
+                    raise InvalidInputError(
+                        f"{where} is None: only update takes None (it removes the key)"
+                    )
+                if local and isinstance(value, SparseVector):
+                    raise InvalidInputError(
+                        f"{where} is a SparseVector, which embedded Chroma cannot store; the "
+                        "hybrid collection embeds and stores each document's sparse vector itself"
+                    )
         return cls(
             ids=list(record_set["ids"]),
             documents=None if docs is None else list(docs),

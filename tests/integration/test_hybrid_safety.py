@@ -1,0 +1,119 @@
+"""HybridCollection keeps its promises when things go wrong: spaces, half-writes, bad input."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import chromadb
+import pytest
+from chromadb.base_types import SparseVector
+
+from chroma_sparse_ef import ChromaSparseEmbeddingFunction, HybridLayoutError, InvalidInputError
+from chroma_sparse_ef.hybrid import HybridCollection
+from tests.integration.chroma_doubles import HashEmbedding
+
+
+@pytest.fixture
+def sparse_ef(embed_server_url: str) -> Iterator[ChromaSparseEmbeddingFunction]:
+    with ChromaSparseEmbeddingFunction(base_url=embed_server_url) as ef:
+        yield ef
+
+
+def open_docs(client: Any, sparse_ef: Any, name: str = "docs") -> HybridCollection:
+    return HybridCollection.get_or_create(
+        client, name, sparse_embedding_function=sparse_ef, embedding_function=HashEmbedding()
+    )
+
+
+@pytest.mark.parametrize("how", ["get_or_create", "get"])
+def test_reopening_with_another_model_is_refused(
+    tmp_path: Path, sparse_ef: ChromaSparseEmbeddingFunction, embed_server_url: str, how: str
+) -> None:
+    """SPLADE vectors and BGE-M3 vectors never end up in one collection."""
+    client = chromadb.PersistentClient(str(tmp_path / "db"))
+    open_docs(client, sparse_ef).add(ids=["a"], documents=["sparse vectors"])
+    other = ChromaSparseEmbeddingFunction(base_url=embed_server_url, model="BAAI/bge-m3")
+
+    def reopen() -> HybridCollection:
+        if how == "get_or_create":
+            return open_docs(client, other)
+        return HybridCollection.get(
+            client, "docs", embedding_function=HashEmbedding(), sparse_embedding_function=other
+        )
+
+    with pytest.raises(HybridLayoutError, match="model"):
+        reopen()
+
+
+def test_reopening_with_the_same_settings_is_accepted(
+    tmp_path: Path, sparse_ef: ChromaSparseEmbeddingFunction, embed_server_url: str
+) -> None:
+    """An equal function, even a new instance with other batching, opens the collection."""
+    client = chromadb.PersistentClient(str(tmp_path / "db"))
+    open_docs(client, sparse_ef).add(ids=["a"], documents=["sparse vectors"])
+    again = ChromaSparseEmbeddingFunction(base_url=embed_server_url, batch_size=10)
+    assert open_docs(client, again).count() == 1
+
+
+def test_a_chroma_failure_mid_write_never_leaves_search_stale(
+    sparse_ef: ChromaSparseEmbeddingFunction, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches Chroma took before failing are found by the next search (EphemeralClient)."""
+    client = chromadb.EphemeralClient()
+    monkeypatch.setattr(client, "get_max_batch_size", lambda: 3)
+    docs = open_docs(client, sparse_ef, name="half-written")
+    docs.add(ids=[f"d{i}" for i in range(6)], documents=[f"plain text {i}" for i in range(6)])
+    assert docs.search("plain", mode="sparse")  # the cache is built
+
+    real_update = docs.collection.update
+    calls = {"n": 0}
+
+    def failing_second_batch(**kwargs: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("chroma went away")
+        real_update(**kwargs)
+
+    monkeypatch.setattr(docs.collection, "update", failing_second_batch)
+    with pytest.raises(RuntimeError, match="went away"):
+        docs.update(ids=[f"d{i}" for i in range(6)], documents=[f"quokka {i}" for i in range(6)])
+    monkeypatch.setattr(docs.collection, "update", real_update)
+
+    hits = docs.search("quokka", mode="sparse", limit=10)
+    assert sorted(hit.id for hit in hits) == ["d0", "d1", "d2"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"ids": [""], "documents": ["x"]}, "empty"),
+        ({"ids": ["a"], "documents": ["x"], "metadatas": [{"#document": "y"}]}, "'#'"),
+        ({"ids": ["a"], "documents": ["x"], "metadatas": [{"k": None}]}, "None"),
+        (
+            {"ids": ["a"], "documents": ["x"], "metadatas": [{"v": SparseVector([1], [1.0])}]},
+            "SparseVector",
+        ),
+    ],
+)
+def test_writes_chroma_would_refuse_are_refused_before_embedding(
+    sparse_ef: ChromaSparseEmbeddingFunction, kwargs: dict[str, Any], fragment: str
+) -> None:
+    """Nothing is embedded or written for input that cannot be stored."""
+    docs = open_docs(chromadb.EphemeralClient(), sparse_ef, name="strict")
+    before = sparse_ef.usage.requests
+    with pytest.raises(InvalidInputError, match=fragment):
+        docs.add(**kwargs)
+    assert sparse_ef.usage.requests == before
+    assert docs.count() == 0
+
+
+def test_update_may_remove_a_metadata_key_with_none(
+    sparse_ef: ChromaSparseEmbeddingFunction,
+) -> None:
+    """None in update metadata is Chroma's way to delete a key, and stays allowed."""
+    docs = open_docs(chromadb.EphemeralClient(), sparse_ef, name="unset")
+    docs.add(ids=["a"], documents=["x"], metadatas=[{"k": 1, "j": 2}])
+    docs.update(ids=["a"], metadatas=[{"k": None}])
+    assert docs.get(ids=["a"])["metadatas"] == [{"j": 2}]
