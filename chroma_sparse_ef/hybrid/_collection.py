@@ -24,7 +24,7 @@ from chromadb.execution.expression import Key, Search, Where
 from .._exceptions import ConfigurationError, InvalidInputError
 from ._cloud import NativeBackend, build_schema, find_sparse_index
 from ._fusion import DEFAULT_RRF_K
-from ._local import LocalBackend
+from ._local import LocalBackend, shared_backend
 from ._native_search import build_native_search
 from ._plan import (
     DEFAULT_CANDIDATE_LIMIT,
@@ -249,13 +249,20 @@ class HybridCollection:
         else:
             _check_same_name(collection.name, stored.name, sparse_function)
             _check_same_space(collection.name, stored.config, sparse_function)
+        watermark = SqliteWatermark.open(client, str(collection.id))
+        if watermark is None:
+            return cls(
+                shared_backend(
+                    collection, sparse_function, stored.sparse_key, max_batch_size=max_batch
+                )
+            )
         return cls(
             LocalBackend(
                 collection,
                 sparse_function,
                 stored.sparse_key,
                 max_batch_size=max_batch,
-                watermark=SqliteWatermark.open(client, str(collection.id)),
+                watermark=watermark,
             )
         )
 

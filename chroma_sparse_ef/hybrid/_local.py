@@ -27,10 +27,15 @@ On reload, records with a document but no stored vector (added by other code), a
 malformed one, or a stored hash that does not match their document (document changed by
 other code) are re-embedded and the vector is written back.
 
-Not detected on EphemeralClient and HttpClient (no watermark): a document changed by other
-code, or an add and a delete that leave the count unchanged, when the affected record is
-in neither leg's candidates of the stale cache; the sparse leg can then miss a record that
-should have ranked. Metadata filters and returned fields always come from Chroma itself,
+4. EphemeralClient and HttpClient (no watermark): every `HybridCollection` handle on the
+   same collection in one process shares one `LocalBackend` (`shared_backend`), so a
+   write through any handle updates the one cache every handle searches.
+
+Not detected on EphemeralClient and HttpClient: a write by code that bypasses
+`HybridCollection` (the raw chromadb collection, or another process behind an HttpClient)
+that changes a document, or adds and deletes records leaving the count unchanged, when the
+affected record is in neither leg's candidates of the stale cache; the sparse leg can then
+miss a record that should have ranked until `refresh()`. Metadata filters and returned fields always come from Chroma itself,
 so they are never stale.
 """
 
@@ -38,6 +43,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -544,6 +550,36 @@ class LocalBackend:
         """Release the watermark's sqlite connection."""
         if self._watermark is not None:
             self._watermark.close()
+
+
+_SHARED: weakref.WeakValueDictionary[tuple[int, str, str], LocalBackend] = (
+    weakref.WeakValueDictionary()
+)
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_backend(
+    collection: Any, sparse_function: Any, sparse_key: str, *, max_batch_size: int
+) -> LocalBackend:
+    """The one backend of a collection in this process, for clients with no watermark.
+
+    Handles opened on the same collection (same chromadb system, same collection id) get
+    the same backend, so one handle's writes are in the cache the others search. It lives
+    as long as any handle holds it.
+    """
+    key = (id(collection._client), str(collection.id), sparse_key)
+    with _SHARED_LOCK:
+        backend = _SHARED.get(key)
+        if backend is None:
+            backend = LocalBackend(
+                collection,
+                sparse_function,
+                sparse_key,
+                max_batch_size=max_batch_size,
+                watermark=None,
+            )
+            _SHARED[key] = backend
+        return backend
 
 
 def _select(batch: WriteBatch, keep: Sequence[int]) -> WriteBatch:

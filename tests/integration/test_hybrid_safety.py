@@ -117,3 +117,21 @@ def test_update_may_remove_a_metadata_key_with_none(
     docs.add(ids=["a"], documents=["x"], metadatas=[{"k": 1, "j": 2}])
     docs.update(ids=["a"], metadatas=[{"k": None}])
     assert docs.get(ids=["a"])["metadatas"] == [{"j": 2}]
+
+
+def test_handles_on_one_ephemeral_collection_see_each_others_writes(
+    sparse_ef: ChromaSparseEmbeddingFunction,
+) -> None:
+    """A write through one handle is searchable through another (no watermark here)."""
+    client = chromadb.EphemeralClient()
+    first = open_docs(client, sparse_ef, name="shared")
+    first.add(ids=[f"d{i}" for i in range(8)], documents=[f"plain text {i}" for i in range(8)])
+    second = open_docs(client, sparse_ef, name="shared")
+    assert second.search("plain", mode="sparse")  # both caches built
+
+    first.update(ids=["d6"], documents=["quokka"])
+    assert [hit.id for hit in second.search("quokka", mode="sparse")] == ["d6"]
+
+    first.add(ids=["n1"], documents=["wombat"])
+    first.delete(ids=["d1"])  # the count is unchanged
+    assert [hit.id for hit in second.search("wombat", mode="sparse")] == ["n1"]
