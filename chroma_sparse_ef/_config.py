@@ -97,6 +97,13 @@ class Settings:
                 raise ConfigurationError(
                     f"base_url must start with http:// or https://, got {display_url(self.base_url)!r}"
                 )
+            parts = urlsplit(self.base_url)
+            if parts.username is not None or parts.password is not None:
+                # The URL is persisted in collection configs and logged by httpx.
+                raise ConfigurationError(
+                    "base_url must not contain credentials (user:password@): they would be "
+                    "stored in collection configs and logged; pass the key as api_key"
+                )
 
     @property
     def resolved_query_model(self) -> str:

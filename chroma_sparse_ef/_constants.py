@@ -22,7 +22,8 @@ DEFAULT_MAX_CONCURRENCY = 16
 DEFAULT_MAX_RETRIES = 2
 #: Seconds for one request; chromadb's built-in uses 60 for a whole call.
 DEFAULT_TIMEOUT = 60.0
-#: Exponential backoff with full jitter: 0.5 s doubling to 8 s (openai-python's numbers).
+#: Exponential backoff, 0.5 s doubling to 8 s, each wait cut by up to 25 % at random
+#: (openai-python's numbers).
 INITIAL_RETRY_DELAY = 0.5
 MAX_RETRY_DELAY = 8.0
 #: A Retry-After hint longer than this raises RateLimitError at once instead of sleeping.

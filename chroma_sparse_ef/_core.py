@@ -12,7 +12,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import httpx
@@ -43,7 +43,9 @@ class Request:
     """What one side (documents or queries) sends, apart from the texts."""
 
     model: str
-    headers: Mapping[str, str]
+    # Holds the API key: kept out of the repr, so tracebacks that show locals
+    # (pytest --showlocals, Sentry) never print it.
+    headers: Mapping[str, str] = field(repr=False)
     task: str | None
     target: str | None
     instructions: str | None
@@ -132,7 +134,6 @@ class Core:
             self.usage.succeeded(len(texts), tokens)
             return Done(vectors)
         if status == 413 and len(texts) > 1:
-            self.batch_cap = min(self.batch_cap, len(texts) // 2)
             logger.info(
                 "413 for %d texts (model %s): splitting the batch in two", len(texts), request.model
             )
@@ -169,6 +170,15 @@ class Core:
             delay,
         )
         return Retry(delay)
+
+    def accepted_after_split(self, size: int) -> None:
+        """A 413'd batch went through once split into pieces of at most `size` texts.
+
+        Only then is the cap lowered: when a split ends on a single text that is too large,
+        the call fails and nothing is learned, so one oversized text cannot leave the
+        instance sending one text per request.
+        """
+        self.batch_cap = min(self.batch_cap, size)
 
     def decide_transport(self, exc: httpx.HTTPError, request: Request, retries: int) -> Retry:
         """A request that got no response: retry it, or raise `ServiceError`."""
@@ -211,4 +221,12 @@ def check_input(input: object) -> list[str]:
                 f"input[{pos}] is {type(text).__name__}, expected str"
                 + (": decode bytes first" if isinstance(text, (bytes, bytearray)) else "")
             )
+        if not text.isascii():
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise InvalidInputError(
+                    f"input[{pos}] is not valid Unicode text: a lone surrogate at character "
+                    f"{exc.start} (text decoded with errors='surrogateescape'?)"
+                ) from exc
     return texts

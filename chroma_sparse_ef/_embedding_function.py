@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from typing import Any
@@ -133,8 +134,9 @@ class ChromaSparseEmbeddingFunction(SparseEmbeddingFunction[Documents]):
         self._client = http_client
         self._owns_client = http_client is None
         self._aclient = async_http_client
-        self._owns_aclient = async_http_client is None
-        self._aclient_loop: asyncio.AbstractEventLoop | None = None
+        self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+            weakref.WeakKeyDictionary()
+        )
         # Injected by tests so retries are checked without sleeping.
         self._sleep: Callable[[float], None] = time.sleep
         self._async_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
@@ -224,12 +226,21 @@ class ChromaSparseEmbeddingFunction(SparseEmbeddingFunction[Documents]):
             ConfigurationError: `new_config` changes the model, query model, task or
                 instructions.
         """
-        old = {**self.get_config(), **old_config}
+        # chromadb passes two full configs; a partial update (only the changed keys) is
+        # accepted too. In a full config (it has every key get_config always writes) a
+        # missing key means "unset", so adding or removing a task or instructions counts.
+        full = new_config.keys() >= _ALWAYS_IN_CONFIG
         for key in IMMUTABLE_KEYS:
-            if key in new_config and new_config[key] != old.get(key):
+            if key not in new_config and not full:
+                continue
+            before, after = old_config.get(key), new_config.get(key)
+            if key == "query_model":
+                before, after = _query_model_of(old_config), _query_model_of(new_config)
+            if before != after:
                 raise ConfigurationError(
-                    f"changing {key!r} of {EMBEDDING_FUNCTION_NAME} is not supported: vectors "
-                    "already stored would no longer be comparable; create a new collection"
+                    f"changing {key!r} of {EMBEDDING_FUNCTION_NAME} ({before!r} -> {after!r}) "
+                    "is not supported: vectors already stored would no longer be comparable; "
+                    "create a new collection"
                 )
 
     # -- what users read --------------------------------------------------------------
@@ -282,19 +293,21 @@ class ChromaSparseEmbeddingFunction(SparseEmbeddingFunction[Documents]):
     # -- lifecycle ----------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the HTTP client this instance created (not one passed in)."""
+        """Close the HTTP client this instance created; a client passed in stays yours."""
         with self._lock:
+            if not self._owns_client:
+                return
             client, self._client = self._client, None
-        if client is not None and self._owns_client:
+        if client is not None:
             client.close()
 
     async def aclose(self) -> None:
-        """Close both clients this instance created."""
+        """Close the clients this instance created (the async one of the running loop)."""
         self.close()
+        loop = asyncio.get_running_loop()
         with self._lock:
-            aclient, self._aclient = self._aclient, None
-            self._aclient_loop = None
-        if aclient is not None and self._owns_aclient:
+            aclient = self._aclients.pop(loop, None)
+        if aclient is not None:
             await aclient.aclose()
 
     def __enter__(self) -> ChromaSparseEmbeddingFunction:
@@ -341,9 +354,13 @@ class ChromaSparseEmbeddingFunction(SparseEmbeddingFunction[Documents]):
             else:
                 with ThreadPoolExecutor(workers, thread_name_prefix="chroma-sparse-ef") as pool:
                     futures: list[Future[None]] = [pool.submit(run, span) for span in spans]
-                    wait(futures, return_when=FIRST_EXCEPTION)
-                    for future in futures:
-                        future.cancel()  # batches not started yet; running ones finish
+                    try:
+                        wait(futures, return_when=FIRST_EXCEPTION)
+                    finally:
+                        # On an error or Ctrl-C: batches not started yet never start;
+                        # the ones in flight (at most max_concurrency) finish.
+                        for future in futures:
+                            future.cancel()
                 _raise_first_error(futures)
         return _complete(out)
 
@@ -362,7 +379,9 @@ class ChromaSparseEmbeddingFunction(SparseEmbeddingFunction[Documents]):
                 return action.vectors
             if isinstance(action, Split):
                 mid = len(texts) // 2
-                return self._send(texts[:mid], request) + self._send(texts[mid:], request)
+                vectors = self._send(texts[:mid], request) + self._send(texts[mid:], request)
+                self._core.accepted_after_split(len(texts) - mid)
+                return vectors
             self._core.usage.retried()
             self._sleep(action.delay)
             retries += 1
@@ -370,26 +389,27 @@ class ChromaSparseEmbeddingFunction(SparseEmbeddingFunction[Documents]):
     # -- async path ---------------------------------------------------------------------
 
     def _ahttp(self) -> httpx.AsyncClient:
+        if self._aclient is not None:
+            return self._aclient
+        # An AsyncClient's connections belong to the loop that opened them, so each loop
+        # (another asyncio.run, another thread) gets its own; it goes with its loop.
         loop = asyncio.get_running_loop()
         with self._lock:
-            if not self._owns_aclient and self._aclient is not None:
-                return self._aclient
-            # An AsyncClient's connections belong to the loop that opened them: a new
-            # loop (another asyncio.run) gets a new client.
-            if self._aclient is None or self._aclient_loop is not loop:
-                self._owns_aclient = True
-                self._aclient = httpx.AsyncClient(
+            client = self._aclients.get(loop)
+            if client is None:
+                client = httpx.AsyncClient(
                     timeout=self._settings.timeout,
                     limits=httpx.Limits(max_connections=self._settings.max_concurrency),
                 )
-                self._aclient_loop = loop
-            return self._aclient
+                self._aclients[loop] = client
+            return client
 
     async def _aembed(self, texts: list[str], side: Side) -> SparseVectors:
         request = self._core.requests[side]
         out: list[SparseVector | None] = [None] * len(texts)
         spans = self._core.batches(len(texts))
         gate = asyncio.Semaphore(self._settings.max_concurrency)
+        client = self._ahttp()
         with progress_bar(
             self.progress and len(spans) > 1, len(texts), f"embedding ({request.model})"
         ) as bar:
@@ -397,26 +417,30 @@ class ChromaSparseEmbeddingFunction(SparseEmbeddingFunction[Documents]):
             async def run(span: tuple[int, int]) -> None:
                 start, end = span
                 async with gate:
-                    out[start:end] = await self._asend(texts[start:end], request)
+                    out[start:end] = await self._asend(client, texts[start:end], request)
                 bar.update(end - start)
 
             tasks = [asyncio.ensure_future(run(span)) for span in spans]
             try:
-                await asyncio.gather(*tasks)
+                await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             finally:
                 for task in tasks:
                     task.cancel()
+            # The earliest batch's error, as on the sync path, whichever finished first.
+            for task in tasks:
+                if task.done() and not task.cancelled() and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
         return _complete(out)
 
-    async def _asend(self, texts: Sequence[str], request: Request) -> list[SparseVector]:
+    async def _asend(
+        self, client: httpx.AsyncClient, texts: Sequence[str], request: Request
+    ) -> list[SparseVector]:
         body = request.body(texts, self._settings.fetch_labels)
         retries = 0
         while True:
             self._core.usage.sent()
             try:
-                response = await self._ahttp().post(
-                    self._core.url, content=body, headers=request.headers
-                )
+                response = await client.post(self._core.url, content=body, headers=request.headers)
             except httpx.HTTPError as exc:
                 action: Done | Retry | Split = self._core.decide_transport(exc, request, retries)
             else:
@@ -425,11 +449,24 @@ class ChromaSparseEmbeddingFunction(SparseEmbeddingFunction[Documents]):
                 return action.vectors
             if isinstance(action, Split):
                 mid = len(texts) // 2
-                first = await self._asend(texts[:mid], request)
-                return first + await self._asend(texts[mid:], request)
+                first = await self._asend(client, texts[:mid], request)
+                vectors = first + await self._asend(client, texts[mid:], request)
+                self._core.accepted_after_split(len(texts) - mid)
+                return vectors
             self._core.usage.retried()
             await self._async_sleep(action.delay)
             retries += 1
+
+
+_ALWAYS_IN_CONFIG = frozenset({"model", "query_model", "api_key_env_var"})
+
+
+def _query_model_of(config: dict[str, Any]) -> str | None:
+    """The query model a config embeds with: explicit, else the catalog's twin, else model."""
+    explicit = config.get("query_model")
+    if explicit or "model" not in config:
+        return explicit
+    return Settings(model=config["model"]).resolved_query_model
 
 
 def _complete(out: list[SparseVector | None]) -> list[SparseVector]:

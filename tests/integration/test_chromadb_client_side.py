@@ -9,6 +9,7 @@ instead of sent; the embedding function talks HTTP to the local /embed_sparse se
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import pytest
 from chromadb.api.models.Collection import Collection
@@ -121,3 +122,45 @@ def test_knn_text_query_on_the_sparse_key_uses_embed_query(
     expected = ef.embed_query(["exact terms"])[0]
     assert knn["query"]["indices"] == expected.indices
     assert knn["query"]["values"] == expected.values
+
+
+def test_knn_query_uses_the_query_model_not_the_document_model(
+    embed_server_factory: Any, tmp_path: Any
+) -> None:
+    """With efficient-SPLADE, Chroma's client embeds a Knn text query with the -query model.
+
+    The server serves the -query name from a (tiny) SPLADE model and the -doc name with
+    BM25, so the two sides give different vectors and the test can tell them apart.
+    """
+    from chroma_sparse_ef.server import Bm25Backend, SpladeBackend
+    from tests.unit.splade_fixture import write_model_dir
+
+    query_model = "naver/efficient-splade-VI-BT-large-query"
+    splade = SpladeBackend(write_model_dir(tmp_path / "splade"), models=(query_model,))
+    server = embed_server_factory(backends=[splade, Bm25Backend()])
+    ef = ChromaSparseEmbeddingFunction(
+        base_url=server.url, model="naver/efficient-splade-VI-BT-large-doc"
+    )
+    schema = Schema().create_index(
+        config=SparseVectorIndexConfig(source_key=Key.DOCUMENT, embedding_function=ef),
+        key=SPARSE_KEY,
+    )
+    model = CollectionModel(
+        id=uuid.uuid4(),
+        name="twin",
+        configuration_json={},
+        serialized_schema=schema.serialize_to_json(),
+        metadata=None,
+        dimension=None,
+        tenant="default_tenant",
+        database="default_database",
+    )
+    server_api = RecordingServer()
+    coll = Collection(client=server_api, model=model, embedding_function=OfflineDense())  # type: ignore[arg-type]
+    coll.search(Search().rank(Knn(query="sparse search", key=SPARSE_KEY)).limit(3))
+    knn = server_api.calls[0][1]["searches"][0].to_dict()["rank"]["$knn"]
+    as_query = ef.embed_query(["sparse search"])[0]
+    as_document = ef(["sparse search"])[0]
+    assert as_query.indices != as_document.indices
+    assert knn["query"]["indices"] == as_query.indices
+    assert knn["query"]["values"] == as_query.values

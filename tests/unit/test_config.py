@@ -222,3 +222,35 @@ def test_env_var_wins_over_the_cloud_clients_key(
     monkeypatch.setenv("CHROMA_API_KEY", "from-env")
     ef = ChromaSparseEmbeddingFunction()
     assert ef._core.requests["documents"].headers["x-chroma-token"] == "from-env"
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        ({}, {"task": "retrieval"}),
+        ({"task": "retrieval"}, {"task": None}),
+        ({}, {"instructions": "Represent"}),
+        ({"instructions": "Represent"}, {"instructions": None}),
+        ({}, {"query_instructions": "Ask"}),
+        ({"model": "naver/efficient-splade-VI-BT-large-doc"}, {"query_model": "BAAI/bge-m3"}),
+    ],
+)
+def test_full_config_updates_that_add_or_remove_space_settings_are_refused(
+    before: dict[str, Any], after: dict[str, Any]
+) -> None:
+    """chromadb passes two full configs: adding or removing a task or instructions is a change."""
+    old = ChromaSparseEmbeddingFunction(api_key="k", base_url="https://e.test", **before)
+    new = ChromaSparseEmbeddingFunction(
+        api_key="k", base_url="https://e.test", **{**before, **after}
+    )
+    with pytest.raises(ConfigurationError, match="not supported"):
+        new.validate_config_update(old.get_config(), new.get_config())
+
+
+def test_full_config_update_with_equal_settings_is_allowed() -> None:
+    """Two equal full configs, other batching aside, are compatible."""
+    old = ChromaSparseEmbeddingFunction(api_key="k", base_url="https://e.test", task="t")
+    new = ChromaSparseEmbeddingFunction(
+        api_key="k", base_url="https://e.test", task="t", batch_size=5
+    )
+    new.validate_config_update(old.get_config(), new.get_config())

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from chromadb.base_types import SparseVector
 
@@ -567,12 +568,19 @@ class TestSecrets:
         monkeypatch.setenv("CHROMA_EMBED_URL", "http://localhost:9999/")
         assert ChromaSparseEmbeddingFunction().base_url == "http://localhost:9999"
 
-    def test_credentials_in_base_url_are_not_shown(self) -> None:
-        """user:password in a URL never reaches repr."""
-        ef = ChromaSparseEmbeddingFunction(
-            api_key="k", base_url="https://user:pw@embed.example.test"
-        )
-        assert "pw" not in repr(ef)
+    def test_credentials_in_base_url_are_refused_without_echoing_them(self) -> None:
+        """user:password in a URL would be persisted and logged: refused, never printed."""
+        with pytest.raises(ConfigurationError, match="credentials") as info:
+            ChromaSparseEmbeddingFunction(
+                api_key="k", base_url="https://user:pw@embed.example.test"
+            )
+        assert "pw" not in str(info.value)
+
+    def test_request_repr_never_shows_the_key(self, make: Factory) -> None:
+        """Tracebacks that print locals (pytest -l, Sentry) show requests without the key."""
+        ef = make()
+        assert SECRET not in repr(ef._core.requests["documents"])
+        assert SECRET not in repr(ef._core.requests["query"])
 
 
 class TestLifecycle:
@@ -603,3 +611,91 @@ class TestLifecycle:
         first = asyncio.run(grab())
         second = asyncio.run(grab())
         assert first is not second
+
+
+class TestReviewFindings:
+    """Failures found in review, each pinned so it cannot come back."""
+
+    def test_one_oversized_text_does_not_shrink_later_batches(
+        self, make: Factory, service: FakeService
+    ) -> None:
+        """A text the service refuses fails its call; the next call still sends 100 a request."""
+
+        def refuse_huge(request: httpx.Request, body: dict[str, Any]) -> httpx.Response | None:
+            if any(t == "HUGE" for t in body["texts"]):
+                return error(413, "payload too large")
+            return None
+
+        ef = make(max_concurrency=1)
+        service.script = [refuse_huge] * 20
+        with pytest.raises(InvalidRequestError, match="413"):
+            ef([*texts(99), "HUGE"])
+        service.script.clear()
+        service.requests.clear()
+        service.bodies.clear()
+        ef(texts(250))
+        assert service.sizes == [100, 100, 50]
+
+    def test_interrupting_a_sync_call_cancels_the_batches_not_started(
+        self, make: Factory, service: FakeService, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Ctrl-C while waiting: queued batches never start (only those in flight finish)."""
+        import chroma_sparse_ef._embedding_function as module
+
+        def interrupted(*args: Any, **kwargs: Any) -> None:
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(module, "wait", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            make(batch_size=1, max_concurrency=2)(texts(60))
+        assert len(service.requests) <= 30
+
+    def test_text_that_is_not_valid_unicode_is_refused_before_any_request(
+        self, make: Factory, service: FakeService, mode: str
+    ) -> None:
+        """A lone surrogate (from bytes decoded with surrogateescape) is an InvalidInputError."""
+        with pytest.raises(InvalidInputError, match="lone surrogate"):
+            call(make(), ["fine", "caf\udce9"], mode)
+        assert service.requests == []
+
+    def test_close_keeps_using_the_client_passed_in(self, service: FakeService) -> None:
+        """After close(), calls still go through the caller's client, not a default one."""
+        client = httpx.Client(transport=httpx.MockTransport(service))
+        ef = ChromaSparseEmbeddingFunction(api_key="k", base_url=URL, http_client=client)
+        ef.close()
+        ef(["a"])
+        assert ef._http() is client
+        assert len(service.requests) == 1
+
+    async def test_one_loop_reuses_one_async_client(self) -> None:
+        """Calls on one event loop share a client; aclose() releases it."""
+        ef = ChromaSparseEmbeddingFunction(base_url="http://127.0.0.1:1")
+        first = ef._ahttp()
+        assert ef._ahttp() is first
+        await ef.aclose()
+        assert first.is_closed
+        assert ef._ahttp() is not first
+        await ef.aclose()
+
+    async def test_async_requests_really_overlap(self) -> None:
+        """Three batches with max_concurrency=3 are in flight together on the loop."""
+        in_flight = 0
+        all_in = asyncio.Event()
+
+        async def handler(request: httpx.Request) -> httpx.Response:
+            nonlocal in_flight
+            in_flight += 1
+            if in_flight == 3:
+                all_in.set()
+            await asyncio.wait_for(all_in.wait(), timeout=10)
+            return FakeService().answer(request, orjson.loads(request.content))
+
+        ef = ChromaSparseEmbeddingFunction(
+            api_key="k",
+            base_url=URL,
+            batch_size=10,
+            max_concurrency=3,
+            async_http_client=httpx.AsyncClient(transport=httpx.MockTransport(handler)),
+        )
+        inputs = texts(30)
+        assert_matches(await ef.acall(inputs), inputs)
