@@ -385,11 +385,13 @@ class HybridCollection:
         """Delete records by ids and/or filters, as ``collection.delete``.
 
         Raises:
-            InvalidInputError: No ids and no filter.
+            InvalidInputError: No ids and no filter, or an empty list of ids.
         """
         id_list = maybe_cast_one_to_many(ids)
         if id_list is None and where is None and where_document is None:
             raise InvalidInputError("delete needs ids, where or where_document")
+        if id_list is not None and not id_list:
+            raise InvalidInputError("delete got an empty list of ids (Chroma refuses it too)")
         self._backend.delete(id_list, where, where_document)
 
     # ------------------------------------------------------------------ reads
@@ -453,8 +455,8 @@ class HybridCollection:
         ranks, ``Rrf`` = ``-sum(w / (k + rank))``, lower is better).
 
         Args:
-            query: The query text, or a ``Search`` (the keyword arguments then do not
-                apply). Locally a ``Search`` may use: one ``Knn``, or one ``Rrf`` over
+            query: The query text, or a ``Search`` (then the keyword arguments must stay at
+                their defaults: a changed one raises `InvalidInputError`). Locally a ``Search`` may use: one ``Knn``, or one ``Rrf`` over
                 ``Knn(return_rank=True)`` legs on ``#embedding`` and the sparse key;
                 ``where``; ``limit``/``offset``; ``select``.
             limit: Results to return.
@@ -482,6 +484,28 @@ class HybridCollection:
             EmbeddingError: The query could not be embedded.
         """
         if isinstance(query, Search):
+            given = {
+                name: value
+                for name, value, default in (
+                    ("limit", limit, DEFAULT_SEARCH_LIMIT),
+                    ("offset", offset, 0),
+                    ("where", where, None),
+                    ("mode", mode, "hybrid"),
+                    ("weights", weights, None),
+                    ("normalize", normalize, False),
+                    ("k", k, DEFAULT_RRF_K),
+                    ("candidate_limit", candidate_limit, DEFAULT_CANDIDATE_LIMIT),
+                    ("sparse_candidate_limit", sparse_candidate_limit, None),
+                    ("missing_rank", missing_rank, "candidate_limit"),
+                    ("select", select, DEFAULT_SELECT),
+                )
+                if value != default
+            }
+            if given:
+                raise InvalidInputError(
+                    f"search() got a Search and also {', '.join(sorted(given))}: put them in "
+                    "the Search itself (.where(), .limit(), .select(), the Knn/Rrf arguments)"
+                )
             search = query
         elif isinstance(query, str):
             if not query.strip():

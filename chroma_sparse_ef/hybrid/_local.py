@@ -367,6 +367,8 @@ class LocalBackend:
         )
 
     def _search_once(self, plan: LocalPlan) -> SearchResults:
+        if plan.ids is not None and not plan.ids:
+            return SearchResults(hits=(), backend="local")  # as Cloud: no id, no row
         if not plan.legs:
             return self._unranked(plan)
         records: dict[str, tuple[str | None, Mapping[str, Any] | None, Any]] = {}
@@ -422,7 +424,9 @@ class LocalBackend:
         if select.metadata:
             metadata = strip_hidden(meta, self.reserved)
         elif select.metadata_keys and meta:
-            metadata = {k: meta[k] for k in select.metadata_keys if k in meta} or None
+            metadata = {
+                k: meta[k] for k in select.metadata_keys if k in meta and k not in self.reserved
+            } or None
         return SearchHit(
             id=rid,
             score=score if select.score else None,

@@ -135,3 +135,45 @@ def test_handles_on_one_ephemeral_collection_see_each_others_writes(
     first.add(ids=["n1"], documents=["wombat"])
     first.delete(ids=["d1"])  # the count is unchanged
     assert [hit.id for hit in second.search("wombat", mode="sparse")] == ["n1"]
+
+
+def test_search_object_with_keyword_arguments_is_refused(
+    sparse_ef: ChromaSparseEmbeddingFunction,
+) -> None:
+    """Keyword arguments beside a Search would be silently ignored: they raise instead."""
+    from chromadb.execution.expression import Knn, Search
+
+    docs = open_docs(chromadb.EphemeralClient(), sparse_ef, name="kwargs")
+    docs.add(ids=["a"], documents=["sparse vectors"], metadatas=[{"i": 1}])
+    search = Search().rank(Knn(query="sparse", key="sparse_embedding")).limit(3)
+    with pytest.raises(InvalidInputError, match="limit, mode, where"):
+        docs.search(search, where={"i": 5}, mode="sparse", limit=1)
+    assert [hit.id for hit in docs.search(search)] == ["a"]
+
+
+def test_hidden_keys_cannot_be_selected(sparse_ef: ChromaSparseEmbeddingFunction) -> None:
+    """Selecting the reserved keys by name returns nothing of them."""
+    from chromadb.execution.expression import Knn, Search
+
+    docs = open_docs(chromadb.EphemeralClient(), sparse_ef, name="hidden")
+    docs.add(ids=["a"], documents=["sparse vectors"], metadatas=[{"i": 1}])
+    search = (
+        Search()
+        .rank(Knn(query="sparse", key="sparse_embedding"))
+        .select("sparse_embedding", "sparse_embedding__doc", "i")
+    )
+    (hit,) = docs.search(search)
+    assert hit.metadata == {"i": 1}
+
+
+def test_an_empty_id_filter_matches_nothing(sparse_ef: ChromaSparseEmbeddingFunction) -> None:
+    """K.ID.is_in([]) returns no rows, as on Cloud, in every leg shape."""
+    from chromadb.execution.expression import K, Knn, Search
+
+    docs = open_docs(chromadb.EphemeralClient(), sparse_ef, name="noids")
+    docs.add(ids=["a"], documents=["sparse vectors"])
+    ranked = Search().where(K.ID.is_in([])).rank(Knn(query="sparse", key="sparse_embedding"))
+    assert list(docs.search(ranked)) == []
+    assert list(docs.search(Search().where(K.ID.is_in([])))) == []
+    with pytest.raises(InvalidInputError, match="empty list of ids"):
+        docs.delete(ids=[])
