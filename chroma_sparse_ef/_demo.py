@@ -116,6 +116,8 @@ def open_setup(
                 f"{os.environ['CHROMA_DATABASE']} (native Search with Rrf)"
             )
         else:
+            if path.exists() and not path.is_dir():
+                raise ConfigurationError(f"{path} is a file; --path needs a folder for Chroma")
             client = chromadb.PersistentClient(path=str(path))
             chroma_source = f"embedded Chroma at {path.resolve()} (exact local sparse index)"
             if fresh:

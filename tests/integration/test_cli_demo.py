@@ -74,3 +74,12 @@ def test_search_for_an_unknown_collection_is_one_clear_line(
     result = runner.invoke(app, ["search", "x", "--path", db, "--collection", "nope"])
     assert result.exit_code == 1
     assert "no collection 'nope'" in result.output
+
+
+def test_demo_path_that_is_a_file_is_one_clear_line(runner: CliRunner, tmp_path: Path) -> None:
+    """--path naming a file says so, instead of an OS error without the path."""
+    target = tmp_path / "a-file"
+    target.write_text("not a folder")
+    result = runner.invoke(app, ["demo", "--path", str(target), "--limit", "5"])
+    assert result.exit_code == 1
+    assert f"{target} is a file" in result.output
