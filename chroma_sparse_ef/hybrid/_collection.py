@@ -1,15 +1,7 @@
 """`HybridCollection`: one hybrid-search API for Chroma Cloud and embedded Chroma.
 
-Which backend a collection gets (``backend="auto"``):
-
-- An existing collection keeps the layout it was created with: a schema with an enabled
-  sparse vector index means native; the hybrid layout in its metadata means local.
-- A new one on an embedded client (``EphemeralClient``, ``PersistentClient``) is local; on
-  Chroma Cloud (host ``*.trychroma.com``) it is native. On any other HTTP server it is
-  created natively, and falls back to local when the server answers "Sparse vector indexing
-  is not enabled in local" (single-node Chroma).
-
-``backend="native"`` or ``"local"`` forces one.
+How a collection is opened and which backend it gets is `_open`'s concern; this module is
+the API users hold: writes, reads and search, delegated to the backend.
 """
 
 from __future__ import annotations
@@ -18,14 +10,14 @@ from collections.abc import Callable, Sequence
 from typing import Any, Literal, overload
 
 from chromadb.api.types import SparseEmbeddingFunction, maybe_cast_one_to_many
-from chromadb.errors import NotFoundError
 from chromadb.execution.expression import Key, Search, Where
 
-from .._exceptions import ConfigurationError, InvalidInputError
-from ._cloud import NativeBackend, build_schema, find_sparse_index
+from .._exceptions import InvalidInputError
+from ._cloud import NativeBackend
 from ._fusion import DEFAULT_RRF_K
-from ._local import LocalBackend, shared_backend
+from ._local import LocalBackend
 from ._native_search import build_native_search
+from ._open import DEFAULT_SPARSE_KEY, Backend, create_or_open, open_existing
 from ._plan import (
     DEFAULT_CANDIDATE_LIMIT,
     DEFAULT_SEARCH_LIMIT,
@@ -34,26 +26,13 @@ from ._plan import (
 )
 from ._results import SearchResults
 from ._stored import (
-    CONFIG_METADATA_KEY,
-    HybridLayoutError,
-    StoredConfig,
-    rebuild_sparse_function,
     strip_hidden,
 )
-from ._watch import SqliteWatermark
 from ._writes import WriteBatch
 
 __all__ = ["DEFAULT_SPARSE_KEY", "Backend", "HybridCollection"]
 
-#: The key chromadb's docs use for a collection's sparse embeddings.
-DEFAULT_SPARSE_KEY = "sparse_embedding"
-
-Backend = Literal["auto", "native", "local"]
 Mode = Literal["hybrid", "dense", "sparse"]
-
-_EMBEDDED_APIS = ("RustBindingsAPI", "SegmentAPI")
-_CLOUD_HOST_SUFFIX = "trychroma.com"
-_LOCAL_REFUSAL = "not enabled in local"
 
 
 class _OpenOrRead:
@@ -133,47 +112,17 @@ class HybridCollection:
                 with another sparse key or sparse function.
             HybridLayoutError: The existing collection is not a hybrid collection.
         """
-        _check_backend(backend)
-        if not isinstance(sparse_embedding_function, SparseEmbeddingFunction):
-            raise ConfigurationError(
-                "sparse_embedding_function must be a chromadb SparseEmbeddingFunction, got "
-                f"{type(sparse_embedding_function).__name__}"
+        return cls(
+            create_or_open(
+                client,
+                name,
+                sparse_embedding_function=sparse_embedding_function,
+                embedding_function=embedding_function,
+                sparse_key=sparse_key,
+                metadata=metadata,
+                backend=backend,
             )
-        _check_sparse_key(sparse_key)
-        if metadata is not None and CONFIG_METADATA_KEY in metadata:
-            raise ConfigurationError(f"Collection metadata key {CONFIG_METADATA_KEY!r} is reserved")
-        dense = {} if embedding_function is None else {"embedding_function": embedding_function}
-        try:
-            existing = client.get_collection(name, **dense)
-        except (NotFoundError, ValueError):
-            existing = None
-        if existing is not None:
-            opened = cls._open(client, existing, sparse_embedding_function, backend)
-            if opened.sparse_key != sparse_key:
-                raise ConfigurationError(
-                    f"Collection {name!r} keeps sparse vectors under {opened.sparse_key!r}, "
-                    f"not {sparse_key!r}"
-                )
-            return opened
-
-        choice = _choose_backend(client, backend)
-        if choice != "local":
-            try:
-                collection = client.get_or_create_collection(
-                    name,
-                    schema=build_schema(sparse_embedding_function, sparse_key),
-                    metadata=metadata,
-                    **dense,
-                )
-                return cls._open(client, collection, sparse_embedding_function, "native")
-            except Exception as exc:
-                if choice == "native" or _LOCAL_REFUSAL not in str(exc):
-                    raise
-        stored = StoredConfig.of(sparse_embedding_function, sparse_key)
-        collection = client.get_or_create_collection(
-            name, metadata={**(metadata or {}), CONFIG_METADATA_KEY: stored.to_json()}, **dense
         )
-        return cls._open(client, collection, sparse_embedding_function, "local")
 
     @classmethod
     def _get_collection(
@@ -206,63 +155,13 @@ class HybridCollection:
             HybridLayoutError: It is not a hybrid collection, or its sparse function is
                 not registered (import its package, or pass it).
         """
-        _check_backend(backend)
-        dense = {} if embedding_function is None else {"embedding_function": embedding_function}
-        collection = client.get_collection(name, **dense)
-        return cls._open(client, collection, sparse_embedding_function, backend)
-
-    @classmethod
-    def _open(
-        cls,
-        client: Any,
-        collection: Any,
-        sparse_function: SparseEmbeddingFunction[Any] | None,
-        backend: Backend,
-    ) -> HybridCollection:
-        max_batch = int(client.get_max_batch_size())
-        native = find_sparse_index(collection.schema) if backend != "local" else None
-        stored = StoredConfig.from_metadata(collection.metadata)
-        if native is not None and (backend == "native" or stored is None):
-            key, config = native
-            schema_function = config.embedding_function
-            if schema_function is None:
-                raise HybridLayoutError(
-                    f"Collection {collection.name!r} has a sparse index on {key!r} whose "
-                    "embedding function chromadb could not rebuild: import the package that "
-                    "provides it (for chroma_sparse_ef: `import chroma_sparse_ef`) before "
-                    "opening the collection"
-                )
-            _check_same_function(collection.name, schema_function, sparse_function)
-            return cls(NativeBackend(collection, schema_function, key, max_batch_size=max_batch))
-        if backend == "native":
-            raise HybridLayoutError(
-                f"Collection {collection.name!r} has no sparse vector index in its schema"
-            )
-        if stored is None:
-            raise HybridLayoutError(
-                f"Collection {collection.name!r} is not a hybrid collection (no "
-                f"{CONFIG_METADATA_KEY!r} in its metadata); create one with "
-                "HybridCollection.get_or_create"
-            )
-        if sparse_function is None:
-            sparse_function = rebuild_sparse_function(stored.name, stored.config)
-        else:
-            _check_same_name(collection.name, stored.name, sparse_function)
-            _check_same_space(collection.name, stored.config, sparse_function)
-        watermark = SqliteWatermark.open(client, str(collection.id))
-        if watermark is None:
-            return cls(
-                shared_backend(
-                    collection, sparse_function, stored.sparse_key, max_batch_size=max_batch
-                )
-            )
         return cls(
-            LocalBackend(
-                collection,
-                sparse_function,
-                stored.sparse_key,
-                max_batch_size=max_batch,
-                watermark=watermark,
+            open_existing(
+                client,
+                name,
+                embedding_function=embedding_function,
+                sparse_embedding_function=sparse_embedding_function,
+                backend=backend,
             )
         )
 
@@ -552,59 +451,3 @@ class HybridCollection:
             f"HybridCollection(name={self.name!r}, backend={self.backend!r}, "
             f"sparse_key={self.sparse_key!r})"
         )
-
-
-def _check_backend(backend: object) -> None:
-    if backend not in ("auto", "native", "local"):
-        raise ConfigurationError(f"backend must be 'auto', 'native' or 'local', got {backend!r}")
-
-
-def _check_sparse_key(sparse_key: object) -> None:
-    if not isinstance(sparse_key, str) or not sparse_key or sparse_key.startswith("#"):
-        raise ConfigurationError(f"sparse_key must be a metadata key name, got {sparse_key!r}")
-    if sparse_key == CONFIG_METADATA_KEY:
-        raise ConfigurationError(f"sparse_key {sparse_key!r} is reserved")
-
-
-def _choose_backend(client: Any, backend: Backend) -> Literal["native", "local", "probe"]:
-    if backend != "auto":
-        return backend
-    settings = client.get_settings()
-    if str(settings.chroma_api_impl).endswith(_EMBEDDED_APIS):
-        return "local"
-    if str(settings.chroma_server_host or "").endswith(_CLOUD_HOST_SUFFIX):
-        return "native"
-    return "probe"
-
-
-def _check_same_name(collection: str, stored_name: str, function: Any) -> None:
-    name = function.name() if hasattr(function, "name") else None
-    if name != stored_name:
-        raise ConfigurationError(
-            f"Collection {collection!r} was created with the sparse function {stored_name!r}; "
-            f"vectors from {name!r} would not be comparable"
-        )
-
-
-def _check_same_function(collection: str, stored: Any, given: Any) -> None:
-    if given is not None:
-        _check_same_name(collection, stored.name(), given)
-        _check_same_space(collection, stored.get_config(), given)
-
-
-def _check_same_space(collection: str, stored_config: dict[str, Any], given: Any) -> None:
-    """Refuse a function of the same name whose settings put vectors in another space.
-
-    Every hosted model shares the name ``chroma_sparse_ef``, so the name alone cannot tell
-    SPLADE from BGE-M3: the function's own `validate_config_update` knows which settings
-    (model, query model, task, instructions) change the space.
-    """
-    if not hasattr(given, "validate_config_update") or not hasattr(given, "get_config"):
-        return
-    try:
-        given.validate_config_update(stored_config, given.get_config())
-    except ValueError as exc:
-        raise HybridLayoutError(
-            f"Collection {collection!r} holds vectors from a differently configured sparse "
-            f"function: {exc}"
-        ) from exc
