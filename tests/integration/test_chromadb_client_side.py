@@ -44,9 +44,8 @@ def ef(embed_server_url: str) -> ChromaSparseEmbeddingFunction:
     return ChromaSparseEmbeddingFunction(base_url=embed_server_url, fetch_labels=True)
 
 
-@pytest.fixture
-def collection(ef: ChromaSparseEmbeddingFunction) -> tuple[Collection, RecordingServer]:
-    """A real Collection whose stored schema names our function; the server is recorded."""
+def recorded_collection(ef: ChromaSparseEmbeddingFunction) -> tuple[Collection, RecordingServer]:
+    """A real Collection whose stored schema names `ef`; the server side is recorded."""
     schema = Schema().create_index(
         config=SparseVectorIndexConfig(source_key=Key.DOCUMENT, embedding_function=ef),
         key=SPARSE_KEY,
@@ -63,6 +62,12 @@ def collection(ef: ChromaSparseEmbeddingFunction) -> tuple[Collection, Recording
     )
     server = RecordingServer()
     return Collection(client=server, model=model, embedding_function=OfflineDense()), server  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def collection(ef: ChromaSparseEmbeddingFunction) -> tuple[Collection, RecordingServer]:
+    """A recorded Collection holding the labelled function."""
+    return recorded_collection(ef)
 
 
 DOCS = ["Sparse vectors keep exact terms.", "Dense vectors capture meaning.", "RRF fuses rankings."]
@@ -141,22 +146,7 @@ def test_knn_query_uses_the_query_model_not_the_document_model(
     ef = ChromaSparseEmbeddingFunction(
         base_url=server.url, model="naver/efficient-splade-VI-BT-large-doc"
     )
-    schema = Schema().create_index(
-        config=SparseVectorIndexConfig(source_key=Key.DOCUMENT, embedding_function=ef),
-        key=SPARSE_KEY,
-    )
-    model = CollectionModel(
-        id=uuid.uuid4(),
-        name="twin",
-        configuration_json={},
-        serialized_schema=schema.serialize_to_json(),
-        metadata=None,
-        dimension=None,
-        tenant="default_tenant",
-        database="default_database",
-    )
-    server_api = RecordingServer()
-    coll = Collection(client=server_api, model=model, embedding_function=OfflineDense())  # type: ignore[arg-type]
+    coll, server_api = recorded_collection(ef)
     coll.search(Search().rank(Knn(query="sparse search", key=SPARSE_KEY)).limit(3))
     knn = server_api.calls[0][1]["searches"][0].to_dict()["rank"]["$knn"]
     as_query = ef.embed_query(["sparse search"])[0]
