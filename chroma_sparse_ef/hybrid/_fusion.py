@@ -28,7 +28,16 @@ source it talks to):
 - Validation mirrors ``Rrf.to_dict()``: at least one rank, ``k > 0``, as many weights as
   ranks, no negative weight, and with ``normalize=True`` a positive weight sum. Weights
   default to 1.0 each; ``normalize`` divides them by their sum (in Python ``float``, before
-  they are sent, as ``Rrf.to_dict()`` does).
+  they are sent, as ``Rrf.to_dict()`` does). ``Rrf.to_dict()`` lets NaN and infinity
+  through (``nan <= 0`` and ``nan < 0`` are false) and the server then ranks by garbage, so
+  `rrf_weights` also refuses non-numbers and non-finite values, naming the parameter.
+
+A Knn result lists each record once. chromadb's local HNSW index breaks that when two
+processes write one ``PersistentClient`` path: one ``collection.query`` can then return an
+id twice (seen with chromadb 1.5.9: after two processes each upserted 1,800 records into
+one collection, 9 of 200 queries from a third process did). `RankedLeg` keeps the first
+occurrence, the rank Chroma reported first, and logs a warning once per process rather
+than failing every search of that collection.
 
 The docs' worked example says document A (-0.0328) ranks above B (-0.0331); by the same
 page's rule (ascending, lower is better) B ranks first, and that is what the server does.
@@ -36,11 +45,17 @@ page's rule (ascending, lower is better) B ranks first, and that is what the ser
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from numbers import Real
 
 import numpy as np
+
+from .._exceptions import InvalidInputError
+from ._defaults import DEFAULT_RRF_K
 
 __all__ = [
     "DEFAULT_RRF_K",
@@ -51,8 +66,10 @@ __all__ = [
     "single_leg_hits",
 ]
 
-#: Chroma's ``Rrf`` default (``Rrf.k = 60`` in chromadb's operator.py; "standard in literature").
-DEFAULT_RRF_K = 60
+_log = logging.getLogger(__name__)
+# One warning per process about duplicate ids: the cause (two writer processes) stays
+# until the collection is rebuilt, and every search of it would log again.
+_duplicates_reported = threading.Event()
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,10 +86,31 @@ class RankedLeg:
     scores: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
-        if len(set(self.ids)) != len(self.ids):
-            raise ValueError("A ranked leg must not list the same id twice")
         if self.scores is not None and len(self.scores) != len(self.ids):
             raise ValueError(f"A ranked leg has {len(self.ids)} ids but {len(self.scores)} scores")
+        if len(set(self.ids)) != len(self.ids):
+            self._keep_first_occurrences()
+
+    def _keep_first_occurrences(self) -> None:
+        first: dict[str, int] = {}
+        for position, record_id in enumerate(self.ids):
+            first.setdefault(record_id, position)
+        kept = sorted(first.values())
+        repeated = sorted({rid for i, rid in enumerate(self.ids) if first[rid] != i})
+        # Frozen: __post_init__ is the one place a dataclass may still set its fields.
+        object.__setattr__(self, "ids", tuple(self.ids[i] for i in kept))
+        if self.scores is not None:
+            object.__setattr__(self, "scores", tuple(self.scores[i] for i in kept))
+        if not _duplicates_reported.is_set():
+            _duplicates_reported.set()
+            _log.warning(
+                "A Knn result listed %d id(s) twice (e.g. %r); kept each first occurrence. "
+                "chromadb's local HNSW index does this when two processes write one "
+                "PersistentClient path: write from one process, or use a Chroma server. "
+                "Logged once per process.",
+                len(repeated),
+                repeated[0],
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,14 +161,15 @@ def rrf_fuse(
         The fused records, best (lowest score) first. Apply ``offset``/``limit`` by slicing.
 
     Raises:
-        ValueError: No legs; ``k <= 0``; weights or defaults not one per leg; a negative
-            weight; ``normalize=True`` with weights summing to 0.
+        InvalidInputError: (a ``ValueError``) No legs; ``k`` not a finite number above 0;
+            weights or defaults not one per leg; a weight that is negative, NaN, infinite
+            or not a number; ``normalize=True`` with weights summing to 0.
     """
     effective = rrf_weights(len(legs), k=k, weights=weights, normalize=normalize)
     if defaults is None:
         defaults = [None] * len(legs)
     elif len(defaults) != len(legs):
-        raise ValueError(
+        raise InvalidInputError(
             f"Number of defaults ({len(defaults)}) must match number of ranks ({len(legs)})"
         )
 
@@ -197,7 +236,7 @@ def single_leg_hits(leg: RankedLeg, *, return_rank: bool = False) -> list[FusedH
 
 
 def rrf_weights(
-    n_legs: int, *, k: float, weights: Sequence[float] | None, normalize: bool
+    n_legs: int, *, k: float, weights: Iterable[float] | None, normalize: bool
 ) -> list[float]:
     """Validate ``Rrf`` parameters and return the weights Chroma would receive.
 
@@ -211,28 +250,48 @@ def rrf_weights(
         One weight per leg, normalised if asked.
 
     Raises:
-        ValueError: As ``Rrf.to_dict()`` raises, with the same messages.
+        InvalidInputError: (a ``ValueError``) What ``Rrf.to_dict()`` refuses, with its
+            messages; and what it lets through: ``k`` or a weight that is not a number,
+            NaN or infinite.
     """
-    # Same checks, same messages, same order as `Rrf.to_dict()` in chromadb 1.5.9.
+    # Rrf.to_dict()'s checks, messages and order (chromadb 1.5.9), each followed by the
+    # type and finiteness check it lacks, so a value both refuse gets chromadb's message.
     if n_legs == 0:
-        raise ValueError("RRF requires at least one rank")
+        raise InvalidInputError("RRF requires at least one rank")
+    if not _is_number(k):
+        raise InvalidInputError(f"k must be a positive number, got {k!r}")
     if k <= 0:
-        raise ValueError(f"k must be positive, got {k}")
+        raise InvalidInputError(f"k must be positive, got {k}")
+    if not math.isfinite(k):
+        raise InvalidInputError(f"k must be finite, got {k}")
+    effective = [1.0] * n_legs
     if weights is not None:
-        if len(weights) != n_legs:
-            raise ValueError(
-                f"Number of weights ({len(weights)}) must match number of ranks ({n_legs})"
+        if isinstance(weights, (str, bytes, Mapping)) or not isinstance(weights, Iterable):
+            raise InvalidInputError(f"weights must be a sequence of numbers, got {weights!r}")
+        # A list, so that a numpy array is judged by its items, not its truth value.
+        given = list(weights)
+        if len(given) != n_legs:
+            raise InvalidInputError(
+                f"Number of weights ({len(given)}) must match number of ranks ({n_legs})"
             )
-        if any(w < 0.0 for w in weights):
-            raise ValueError("All weights must be non-negative")
-    # `if self.weights` in chromadb: an empty list also means "1.0 each".
-    effective = [float(w) for w in weights] if weights else [1.0] * n_legs
+        if not all(_is_number(w) for w in given):
+            raise InvalidInputError(f"weights must be numbers, got {given!r}")
+        if any(w < 0.0 for w in given):
+            raise InvalidInputError("All weights must be non-negative")
+        if not all(math.isfinite(w) for w in given):
+            raise InvalidInputError(f"weights must be finite, got {given!r}")
+        effective = [float(w) for w in given]
     if normalize:
         weight_sum = sum(effective)
         if weight_sum == 0:
-            raise ValueError("Sum of weights must be positive when normalize=True")
+            raise InvalidInputError("Sum of weights must be positive when normalize=True")
         effective = [w / weight_sum for w in effective]
     return effective
+
+
+def _is_number(value: object) -> bool:
+    # numbers.Real covers int, float and numpy's scalars; bool is an int but never a weight.
+    return isinstance(value, Real) and not isinstance(value, (bool, np.bool_))
 
 
 def _candidates(

@@ -1,26 +1,21 @@
 """The one ``Search`` that hybrid search sends to Chroma Cloud, built from a text query.
 
-Embedded Chroma runs the very same expression locally (`_plan.plan_from_search` reads it
-back), so local and Cloud rank alike by construction. The semantics behind each choice
-are recorded in `_plan`'s docstring.
+Embedded Chroma runs the same query as a `LocalPlan` built by `_plan.plan_from_text` from
+the same checked arguments (`_search_args.TextSearch`); a test runs a text query both ways,
+as that plan and as ``plan_from_search`` of this ``Search``, and gets the same ranking. The
+semantics behind each choice are recorded in `_plan`'s docstring.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Literal
+from collections.abc import Iterable
+from typing import Any
 
 from chromadb.execution.expression import K, Knn, Rrf, Search, Where
 from chromadb.execution.expression.operator import Key
 
-from ._fusion import DEFAULT_RRF_K, rrf_weights
-from ._plan import (
-    DEFAULT_CANDIDATE_LIMIT,
-    DEFAULT_SEARCH_LIMIT,
-    DEFAULT_SELECT,
-    check_positive,
-    check_sparse_key,
-)
+from ._defaults import DEFAULT_CANDIDATE_LIMIT, DEFAULT_RRF_K, DEFAULT_SEARCH_LIMIT, DEFAULT_SELECT
+from ._search_args import MissingRank, Mode, TextSearch
 
 __all__ = ["build_native_search"]
 
@@ -29,17 +24,17 @@ def build_native_search(
     query_text: str,
     *,
     sparse_key: str,
-    mode: Literal["hybrid", "dense", "sparse"] = "hybrid",
+    mode: Mode = "hybrid",
     limit: int = DEFAULT_SEARCH_LIMIT,
     offset: int = 0,
     where: Where | dict[str, Any] | None = None,
-    weights: Sequence[float] | None = None,
+    weights: Iterable[float] | None = None,
     normalize: bool = False,
-    k: int = DEFAULT_RRF_K,
+    k: float = DEFAULT_RRF_K,
     candidate_limit: int = DEFAULT_CANDIDATE_LIMIT,
     sparse_candidate_limit: int | None = None,
-    missing_rank: float | Literal["candidate_limit"] | None = "candidate_limit",
-    select: Sequence[str | Key] = DEFAULT_SELECT,
+    missing_rank: MissingRank = "candidate_limit",
+    select: Iterable[str | Key] = DEFAULT_SELECT,
 ) -> Search:
     """Build the ``Search`` that runs hybrid (or single-leg) search natively on Chroma Cloud.
 
@@ -69,52 +64,56 @@ def build_native_search(
         The ``Search``.
 
     Raises:
-        ValueError: An unknown mode, a non-positive limit, candidate limit or ``k``, a
-            negative offset, bad weights, or weights outside hybrid mode.
+        InvalidInputError: (a ``ValueError``) An argument `TextSearch.check` refuses,
+            named: an unknown mode; a limit, candidate limit or offset that is not an
+            integer in range; ``k`` not a finite number above 0; weights that are not
+            finite non-negative numbers, or given outside hybrid mode; a bad
+            ``missing_rank``, filter or selection. Raised before anything is sent.
     """
-    check_sparse_key(sparse_key)
-    if mode not in ("hybrid", "dense", "sparse"):
-        raise ValueError(f"mode must be 'hybrid', 'dense' or 'sparse', got {mode!r}")
-    check_positive("limit", limit)
-    check_positive("candidate_limit", candidate_limit)
-    sparse_limit = candidate_limit if sparse_candidate_limit is None else sparse_candidate_limit
-    check_positive("sparse_candidate_limit", sparse_limit)
-    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-        raise ValueError(f"offset must be a non-negative integer, got {offset!r}")
+    args = TextSearch.check(
+        query_text,
+        sparse_key=sparse_key,
+        mode=mode,
+        limit=limit,
+        offset=offset,
+        where=where,
+        weights=weights,
+        normalize=normalize,
+        k=k,
+        candidate_limit=candidate_limit,
+        sparse_candidate_limit=sparse_candidate_limit,
+        missing_rank=missing_rank,
+        select=select,
+    )
+    return native_search(args)
 
-    search = Search(where=where).limit(limit, offset=offset).select(*select)
-    if mode != "hybrid":
-        if weights is not None or normalize:
-            raise ValueError("weights and normalize apply to hybrid mode only")
-        if mode == "dense":
-            return search.rank(Knn(query=query_text, key=K.EMBEDDING, limit=candidate_limit))
-        return search.rank(Knn(query=query_text, key=sparse_key, limit=sparse_limit))
 
-    # Fail here, with Rrf's own rules, rather than later inside Search.to_dict().
-    rrf_weights(2, k=k, weights=weights, normalize=normalize)
-
-    def default(leg_limit: int) -> float | None:
-        return float(leg_limit) if missing_rank == "candidate_limit" else missing_rank
-
+def native_search(args: TextSearch) -> Search:
+    """The ``Search`` for checked arguments (see `build_native_search`)."""
+    search = Search(where=args.where).limit(args.limit, offset=args.offset).select(*args.select)
+    if args.mode == "dense":
+        return search.rank(Knn(query=args.query, key=K.EMBEDDING, limit=args.dense_limit))
+    if args.mode == "sparse":
+        return search.rank(Knn(query=args.query, key=args.sparse_key, limit=args.sparse_limit))
     dense = Knn(
-        query=query_text,
+        query=args.query,
         key=K.EMBEDDING,
-        limit=candidate_limit,
-        default=default(candidate_limit),
+        limit=args.dense_limit,
+        default=args.dense_default,
         return_rank=True,
     )
     # A str key, not K(sparse_key): see the module docstring (chroma-core/chroma PR #7576).
     sparse = Knn(
-        query=query_text,
-        key=sparse_key,
-        limit=sparse_limit,
-        default=default(sparse_limit),
+        query=args.query,
+        key=args.sparse_key,
+        limit=args.sparse_limit,
+        default=args.sparse_default,
         return_rank=True,
     )
     rrf = Rrf(
         ranks=[dense, sparse],
-        k=k,
-        weights=None if weights is None else list(weights),
-        normalize=normalize,
+        k=args.k,  # type: ignore[arg-type]  # chromadb types k as int; a float works
+        weights=None if args.weights is None else list(args.weights),
+        normalize=args.normalize,
     )
     return search.rank(rrf)

@@ -1,17 +1,17 @@
-"""Between chromadb's ``Search`` expressions and what we can run on embedded Chroma.
+"""`LocalPlan`: a search in the form embedded Chroma can run, and the two ways to get one.
 
-Two directions:
-
-- `build_native_search` builds the one ``Search`` that hybrid search sends to Chroma Cloud:
-  ``Rrf`` over a dense ``Knn`` on ``#embedding`` and a sparse ``Knn`` on the sparse key.
-- `plan_from_search` reads any ``Search`` and returns a `LocalPlan` when it stays inside
-  the subset we can run ourselves (embedded Chroma has no Search API), or raises
+- `plan_from_text` builds the plan of a text query (``HybridCollection.search("...")``)
+  directly from its arguments, checked by `_search_args.TextSearch` exactly as
+  `_native_search.build_native_search` checks them for Chroma Cloud. The two builders
+  mirror each other: ``Rrf`` over a dense ``Knn`` on ``#embedding`` and a sparse ``Knn``
+  on the sparse key, each ``return_rank=True`` with ``default`` = its limit. A test runs a
+  text query both ways on a real collection (this plan, and `plan_from_search` of the
+  native ``Search``) and gets the same ranking, so local and Cloud rank alike.
+- `plan_from_search` reads a ``Search`` a user built and returns a `LocalPlan` when it stays
+  inside the subset we can run ourselves (embedded Chroma has no Search API), or raises
   `UnsupportedSearchError` naming what falls outside it.
 
-Running ``plan_from_search(build_native_search(...))`` locally is how local and Cloud rank
-alike: both start from the same expression.
-
-The plan is read from ``Search.to_dict()``, the payload chromadb sends to the server
+A user's ``Search`` is read from ``Search.to_dict()``, the payload chromadb sends to the server
 (``chromadb/api/fastapi.py``, ``_search``), not from the builder objects: it is public, it
 is the same for a ``Search`` built from objects or from dicts, and it is exactly what Cloud
 would evaluate. One consequence: ``Rrf`` arrives compiled into arithmetic (see `_fusion`),
@@ -48,44 +48,42 @@ Semantics this module relies on (chromadb 1.5.9 unless noted):
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
 
 from chromadb.api.types import SparseVector, WhereDocument
 from chromadb.api.types import Where as WhereDict
-from chromadb.execution.expression import Search
+from chromadb.execution.expression import Search, Where
+from chromadb.execution.expression.operator import Key
 
-from .._exceptions import UnsupportedSearchError
+from .._exceptions import InvalidInputError, UnsupportedSearchError
+from ._defaults import (
+    DEFAULT_CANDIDATE_LIMIT,
+    DEFAULT_KNN_LIMIT,
+    DEFAULT_RRF_K,
+    DEFAULT_SEARCH_LIMIT,
+    DEFAULT_SELECT,
+    EMBEDDING_KEY,
+)
+from ._fusion import rrf_weights
+from ._search_args import MissingRank, Mode, TextSearch, check_count, check_sparse_key
 
 __all__ = [
+    # Re-exported until `_collection` imports them from `_defaults`.
     "DEFAULT_CANDIDATE_LIMIT",
-    "DEFAULT_KNN_LIMIT",
     "DEFAULT_SEARCH_LIMIT",
     "DEFAULT_SELECT",
-    "EMBEDDING_KEY",
     "KnnLeg",
     "LocalPlan",
     "RrfSpec",
     "Selection",
     "UnsupportedSearchError",
-    "check_positive",
-    "check_sparse_key",
+    "local_plan",
     "plan_from_search",
+    "plan_from_text",
 ]
-
-#: Chroma's key for the dense embedding (``chromadb.api.types.EMBEDDING_KEY``).
-EMBEDDING_KEY = "#embedding"
-#: ``Knn``'s default ``limit`` in chromadb (operator.py, and ``Rank.from_dict``).
-DEFAULT_KNN_LIMIT = 16
-#: Candidates per leg in hybrid search. Chroma's default of 16 is too few to fuse: the
-#: hybrid-search docs use 100 to 300 in their examples; 100 is their "Document Selection"
-#: example, and an exact local sparse scan of 100 is cheap.
-DEFAULT_CANDIDATE_LIMIT = 100
-#: Results returned when the caller names no limit.
-DEFAULT_SEARCH_LIMIT = 10
-#: What hybrid search returns by default: the fields a RAG pipeline reads.
-DEFAULT_SELECT: tuple[str, ...] = ("#document", "#metadata", "#score")
 
 _SELECT_KEYS = {"#id", "#document", "#embedding", "#metadata", "#score"}
 _SUBSET = "only a single Knn, or a single Rrf over Knn(return_rank=True) legs"
@@ -205,6 +203,87 @@ class LocalPlan:
         return next((leg for leg in self.legs if leg.kind == "sparse"), None)
 
 
+def plan_from_text(
+    query_text: str,
+    *,
+    sparse_key: str,
+    mode: Mode = "hybrid",
+    limit: int = DEFAULT_SEARCH_LIMIT,
+    offset: int = 0,
+    where: Where | dict[str, Any] | None = None,
+    weights: Iterable[float] | None = None,
+    normalize: bool = False,
+    k: float = DEFAULT_RRF_K,
+    candidate_limit: int = DEFAULT_CANDIDATE_LIMIT,
+    sparse_candidate_limit: int | None = None,
+    missing_rank: MissingRank = "candidate_limit",
+    select: Iterable[str | Key] = DEFAULT_SELECT,
+) -> LocalPlan:
+    """The plan of a text query on embedded Chroma: `build_native_search`'s twin.
+
+    Takes `build_native_search`'s arguments, checks them the same way, and builds the plan
+    that ``plan_from_search(build_native_search(...))`` would give, without going through
+    chromadb's wire format.
+
+    Returns:
+        The plan: hybrid is two ``return_rank`` legs under an `RrfSpec` carrying the
+        weights Chroma would receive; ``"dense"``/``"sparse"`` is that one leg.
+
+    Raises:
+        InvalidInputError: An argument `TextSearch.check` refuses, named.
+        UnsupportedSearchError: A filter embedded Chroma cannot run (e.g. ``$regex`` on
+            metadata, a ``#id`` filter under ``|``).
+    """
+    return local_plan(
+        TextSearch.check(
+            query_text,
+            sparse_key=sparse_key,
+            mode=mode,
+            limit=limit,
+            offset=offset,
+            where=where,
+            weights=weights,
+            normalize=normalize,
+            k=k,
+            candidate_limit=candidate_limit,
+            sparse_candidate_limit=sparse_candidate_limit,
+            missing_rank=missing_rank,
+            select=select,
+        )
+    )
+
+
+def local_plan(args: TextSearch) -> LocalPlan:
+    """The plan for checked text-search arguments (see `plan_from_text`)."""
+    legs: tuple[KnnLeg, ...]
+    rrf: RrfSpec | None = None
+    if args.mode == "dense":
+        # A lone Knn is the whole rank, scored by its measure: default and return_rank
+        # only matter under Rrf, and the native Search leaves them unset too.
+        legs = (KnnLeg("dense", EMBEDDING_KEY, args.query, args.dense_limit),)
+    elif args.mode == "sparse":
+        legs = (KnnLeg("sparse", args.sparse_key, args.query, args.sparse_limit),)
+    else:
+        legs = (
+            KnnLeg("dense", EMBEDDING_KEY, args.query, args.dense_limit, args.dense_default, True),
+            KnnLeg(
+                "sparse", args.sparse_key, args.query, args.sparse_limit, args.sparse_default, True
+            ),
+        )
+        rrf = RrfSpec(k=float(args.k), weights=args.fused_weights)
+    where, where_document, ids = _split_filter(None if args.where is None else args.where.to_dict())
+    return LocalPlan(
+        legs=legs,
+        rrf=rrf,
+        where=where,
+        where_document=where_document,
+        ids=ids,
+        limit=args.limit,
+        offset=args.offset,
+        select=_selection(args.select),
+    )
+
+
 def plan_from_search(search: Search, *, sparse_key: str) -> LocalPlan:
     """Translate a chromadb ``Search`` into a `LocalPlan`, or say why it cannot be.
 
@@ -226,9 +305,11 @@ def plan_from_search(search: Search, *, sparse_key: str) -> LocalPlan:
             arithmetic over ranks, ``Rrf`` legs without ``return_rank``, two legs on one key,
             ``group_by``, ``#id`` filters under ``|`` or negated, ``#embedding``/``#score``
             filters, or ``$regex`` on metadata or under ``|``.
-        ValueError: ``sparse_key`` is not a metadata key name, or a value is invalid (a
-            non-positive Knn limit, a non-numeric default). chromadb's own validation of
-            ``Rrf`` (``k``, weights) raises its ``ValueError`` while serialising.
+        InvalidInputError: (a ``ValueError``) ``sparse_key`` is not a metadata key name, or
+            a value is invalid: a Knn limit that is not a positive integer, a default that
+            is not a finite number, an ``Rrf`` ``k`` or weight that is NaN or infinite.
+        ValueError: chromadb's own validation of ``Rrf`` (``k <= 0``, a negative weight),
+            raised while serialising.
     """
     check_sparse_key(sparse_key)
     payload = search.to_dict()
@@ -247,16 +328,6 @@ def plan_from_search(search: Search, *, sparse_key: str) -> LocalPlan:
         offset=limit.get("offset", 0),
         select=_selection((payload.get("select") or {}).get("keys", [])),
     )
-
-
-def check_sparse_key(sparse_key: str) -> None:
-    if not isinstance(sparse_key, str) or not sparse_key or sparse_key.startswith("#"):
-        raise ValueError(f"sparse_key must be a metadata key name, got {sparse_key!r}")
-
-
-def check_positive(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 def _only(node: Mapping[str, Any], what: str) -> tuple[str, Any]:
@@ -302,7 +373,10 @@ def _rank(
         ks.add(k)
     if len(ks) != 1:
         raise UnsupportedSearchError("Rrf terms with different k are not supported locally")
-    return tuple(legs), RrfSpec(k=ks.pop(), weights=tuple(weights))
+    k = ks.pop()
+    # Rrf.to_dict() lets NaN and infinity through; refuse them as a text query would.
+    rrf_weights(len(legs), k=k, weights=weights, normalize=False)
+    return tuple(legs), RrfSpec(k=k, weights=tuple(weights))
 
 
 def _rrf_terms(op: str, body: Any) -> list[tuple[float, float, Mapping[str, Any]]] | None:
@@ -353,11 +427,14 @@ def _leg(knn: Mapping[str, Any], sparse_key: str) -> KnnLeg:
             f"Knn on key {key!r} is not supported locally: only {EMBEDDING_KEY!r} "
             f"and {sparse_key!r}"
         )
-    limit = knn.get("limit", DEFAULT_KNN_LIMIT)
-    check_positive("Knn limit", limit)
+    limit = check_count("Knn limit", knn.get("limit", DEFAULT_KNN_LIMIT))
     default = knn.get("default")
-    if default is not None and (isinstance(default, bool) or not isinstance(default, (int, float))):
-        raise ValueError(f"Knn default must be a number or None, got {default!r}")
+    if default is not None and (
+        isinstance(default, bool)
+        or not isinstance(default, (int, float))
+        or not math.isfinite(default)
+    ):
+        raise InvalidInputError(f"Knn default must be a finite number or None, got {default!r}")
     return KnnLeg(
         kind=kind,
         key=key,

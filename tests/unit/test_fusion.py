@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
+import math
 import random
 import re
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,6 +15,8 @@ import numpy as np
 import pytest
 from chromadb import Knn, Rrf
 
+from chroma_sparse_ef import InvalidInputError
+from chroma_sparse_ef.hybrid import _fusion
 from chroma_sparse_ef.hybrid._fusion import (
     FusedHit,
     RankedLeg,
@@ -203,6 +208,51 @@ def test_invalid_parameters_raise_chromadbs_own_message(
         rrf_fuse(legs, **kwargs)
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"k": math.nan}, "k must be finite, got nan"),
+        ({"k": math.inf}, "k must be finite, got inf"),
+        ({"k": "60"}, "k must be a positive number, got '60'"),
+        ({"k": True}, "k must be a positive number, got True"),
+        ({"k": None}, "k must be a positive number, got None"),
+        ({"weights": [math.nan, 1.0]}, r"weights must be finite, got \[nan, 1.0\]"),
+        ({"weights": [1.0, math.inf]}, r"weights must be finite, got \[1.0, inf\]"),
+        ({"weights": [math.inf, 1.0], "normalize": True}, "weights must be finite"),
+        ({"weights": ["1", 1.0]}, "weights must be numbers"),
+        ({"weights": [True, 1.0]}, "weights must be numbers"),
+        ({"weights": "ab"}, "weights must be a sequence of numbers"),
+        ({"weights": 2.0}, "weights must be a sequence of numbers"),
+    ],
+)
+def test_what_chromadb_lets_through_is_refused_naming_the_parameter(
+    kwargs: dict[str, Any], message: str
+) -> None:
+    """NaN, infinity and non-numbers, which Rrf.to_dict() accepts, raise InvalidInputError."""
+    with pytest.raises(InvalidInputError, match=f"^{message}"):
+        rrf_fuse([leg("a"), leg("a")], **kwargs)
+
+
+@pytest.mark.parametrize("k", [math.nan, math.inf])
+def test_chromadb_itself_accepts_non_finite_k(k: float) -> None:
+    """Why the finiteness check exists: chromadb 1.5.9 compiles Rrf(k=nan) without a word."""
+    assert Rrf(ranks=[Knn(query=[0.1], return_rank=True)], k=k).to_dict()  # type: ignore[arg-type]
+
+
+def test_invalid_parameters_are_invalid_input_errors_and_value_errors() -> None:
+    """rrf_weights raises the package's InvalidInputError, which is also a ValueError."""
+    with pytest.raises(InvalidInputError) as caught:
+        rrf_weights(2, k=0, weights=None, normalize=False)
+    assert isinstance(caught.value, ValueError)
+
+
+def test_numpy_weights_and_k_are_numbers() -> None:
+    """numpy scalars and arrays are accepted as Rrf parameters and give Python floats."""
+    weights = rrf_weights(2, k=np.int64(60), weights=np.array([1.0, 3.0]), normalize=True)  # type: ignore[arg-type]
+    assert weights == [0.25, 0.75]
+    assert all(type(w) is float for w in weights)
+
+
 def test_defaults_must_be_one_per_leg() -> None:
     """A defaults list of the wrong length is refused."""
     with pytest.raises(ValueError, match="defaults"):
@@ -215,10 +265,50 @@ def test_empty_weights_list_means_equal_weights_like_chromadb() -> None:
         rrf_fuse([leg("a")], weights=[])
 
 
-def test_a_leg_cannot_list_an_id_twice() -> None:
-    """A Knn result holds each record once."""
-    with pytest.raises(ValueError, match="twice"):
-        RankedLeg(ids=("a", "a"))
+@pytest.fixture
+def duplicates_unreported(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Start the test as a fresh process would: no duplicate-id warning logged yet."""
+    monkeypatch.setattr(_fusion, "_duplicates_reported", threading.Event())
+
+
+@pytest.mark.usefixtures("duplicates_unreported")
+def test_a_leg_listing_an_id_twice_keeps_the_first_occurrence_and_its_score(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Duplicate ids (chromadb HNSW with two writer processes) keep their first rank."""
+    with caplog.at_level(logging.WARNING, logger=_fusion.__name__):
+        ranked = RankedLeg(ids=("a", "b", "a", "c", "b"), scores=(0.1, 0.2, 0.3, 0.4, 0.5))
+    assert ranked.ids == ("a", "b", "c")
+    assert ranked.scores == (0.1, 0.2, 0.4)
+    (record,) = caplog.records
+    assert record.levelno == logging.WARNING
+    assert "2 id(s) twice" in record.getMessage()
+    assert "two processes write one PersistentClient path" in record.getMessage()
+
+
+@pytest.mark.usefixtures("duplicates_unreported")
+def test_duplicate_ids_are_logged_once_per_process(caplog: pytest.LogCaptureFixture) -> None:
+    """Every later search of the same damaged index stays quiet after the first warning."""
+    with caplog.at_level(logging.WARNING, logger=_fusion.__name__):
+        for _ in range(3):
+            RankedLeg(ids=("x", "x"))
+    assert len(caplog.records) == 1
+
+
+@pytest.mark.usefixtures("duplicates_unreported")
+def test_fusing_a_leg_with_a_duplicate_id_ranks_it_once() -> None:
+    """rrf_fuse over a leg that repeated an id scores that record once, at its first rank."""
+    hits = rrf_fuse([leg("a", "b", "a"), leg("b", "a")], k=60)
+    assert [hit.id for hit in hits] == ["a", "b"]
+    assert by_id(hits)["a"].ranks == (0, 1)
+    assert by_id(hits)["b"].ranks == (1, 0)
+
+
+def test_a_leg_without_duplicates_logs_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    """The warning is about duplicates only."""
+    with caplog.at_level(logging.WARNING, logger=_fusion.__name__):
+        RankedLeg(ids=("a", "b"))
+    assert caplog.records == []
 
 
 def test_a_legs_scores_must_match_its_ids() -> None:

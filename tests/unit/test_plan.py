@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,6 +31,7 @@ from chroma_sparse_ef.hybrid._plan import (
     Selection,
     UnsupportedSearchError,
     plan_from_search,
+    plan_from_text,
 )
 
 SPARSE = "sparse_embedding"
@@ -463,12 +466,17 @@ def test_unsupported_search_error_is_a_value_error() -> None:
     ("search", "message"),
     [
         (Search().rank(Knn(query="q", limit=0)), "Knn limit must be a positive integer"),
-        (Search().rank(Knn(query="q", default="x")), "Knn default must be a number"),  # type: ignore[arg-type]
+        (Search().rank(Knn(query="q", default="x")), "Knn default must be a finite number"),  # type: ignore[arg-type]
+        (Search().rank(Knn(query="q", default=math.nan)), "Knn default must be a finite number"),
         (Search().rank(Rrf([_DENSE], k=0)), "k must be positive"),
+        (Search().rank(Rrf([_DENSE], k=math.nan)), "k must be finite, got nan"),  # type: ignore[arg-type]
+        (Search().rank(Rrf([_DENSE], k=math.inf)), "k must be finite, got inf"),  # type: ignore[arg-type]
+        (Search().rank(Rrf([_DENSE], weights=[math.nan])), "weights must be finite"),
+        (Search().rank(Rrf([_DENSE], weights=[math.inf])), "weights must be finite"),
     ],
 )
 def test_invalid_values_raise_value_error(search: Search, message: str) -> None:
-    """Invalid values (not unsupported ones) raise a plain ValueError."""
+    """Invalid values (not unsupported ones) raise a ValueError naming the parameter."""
     with pytest.raises(ValueError, match=message):
         plan(search)
 
@@ -518,3 +526,97 @@ def test_translated_filters_pass_embedded_chromas_validators() -> None:
     assert result.where_document is not None
     validate_where(result.where)
     validate_where_document(result.where_document)
+
+
+# --- plan_from_text: a text query's plan, built from its arguments ----------------------
+
+TEXT_SEARCHES: list[dict[str, Any]] = [
+    {},
+    {"mode": "dense"},
+    {"mode": "sparse", "sparse_candidate_limit": 7},
+    {"weights": [2, 1]},
+    {"weights": (75.0, 25.0), "normalize": True},
+    {"normalize": True},
+    {"weights": np.array([0.3, 0.7]), "k": np.float64(7.5)},
+    {"k": 1},
+    {"candidate_limit": 5, "sparse_candidate_limit": 50},
+    {"missing_rank": None},
+    {"missing_rank": 1000},
+    {"missing_rank": 0.5, "candidate_limit": 3},
+    {"limit": np.int64(3), "offset": 4},
+    {"where": {"lang": "en"}},
+    {"where": {"$and": [{"lang": "en"}, {"year": {"$gte": 2020}}]}},
+    {
+        "where": (K("lang") == "en")
+        & K.DOCUMENT.regex("^h")
+        & K.DOCUMENT.contains("x")
+        & K.ID.is_in(["a", "b"])
+    },
+    {"where": K.ID == "a", "mode": "sparse"},
+    {"select": [K.DOCUMENT, "title", "#embedding"]},
+    {"select": ()},
+    {"select": ["title", "title", K.SCORE]},
+]
+
+
+@pytest.mark.parametrize("kwargs", TEXT_SEARCHES)
+def test_plan_from_text_equals_the_plan_of_the_native_search(kwargs: dict[str, Any]) -> None:
+    """Built from the arguments, the plan is the one the native Search translates to."""
+    direct = plan_from_text("q", sparse_key=SPARSE, **kwargs)
+    via_search = plan(build_native_search("q", sparse_key=SPARSE, **kwargs))
+    assert direct == via_search
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_plan_from_text_equals_the_native_route_for_random_arguments(seed: int) -> None:
+    """Random combinations of every argument give equal plans by both routes."""
+    rng = np.random.default_rng(seed)
+    mode = str(rng.choice(["hybrid", "dense", "sparse"]))
+    kwargs: dict[str, Any] = {
+        "mode": mode,
+        "limit": int(rng.integers(1, 50)),
+        "offset": int(rng.integers(0, 20)),
+        "k": float(rng.choice([1, 60, 0.5, 1e6])),
+        "candidate_limit": int(rng.integers(1, 500)),
+        "sparse_candidate_limit": None if rng.random() < 0.5 else int(rng.integers(1, 500)),
+        "missing_rank": rng.choice(np.array(["candidate_limit", None, 0, 250.5], dtype=object)),
+        "where": None if rng.random() < 0.5 else {"year": {"$gt": int(rng.integers(0, 9))}},
+    }
+    if mode == "hybrid":
+        kwargs["weights"] = None if rng.random() < 0.3 else list(rng.random(2) * 5)
+        kwargs["normalize"] = bool(rng.random() < 0.5) and kwargs["weights"] is not None
+    assert plan_from_text("q", sparse_key=SPARSE, **kwargs) == plan(
+        build_native_search("q", sparse_key=SPARSE, **kwargs)
+    )
+
+
+def test_plan_from_text_hybrid_carries_the_weights_chroma_receives() -> None:
+    """Normalised weights are divided in Python float, as Rrf.to_dict() divides them."""
+    result = plan_from_text("q", sparse_key=SPARSE, weights=[1, 2], normalize=True, k=10)
+    assert result.rrf == RrfSpec(k=10.0, weights=(1 / 3, 2 / 3))
+    assert [leg.default for leg in result.legs] == [100.0, 100.0]
+    assert all(leg.return_rank for leg in result.legs)
+
+
+def test_plan_from_text_single_leg_is_scored_by_its_measure() -> None:
+    """Dense or sparse mode is one Knn with no default and no return_rank, like Cloud's."""
+    result = plan_from_text("q", sparse_key=SPARSE, mode="sparse", candidate_limit=9)
+    assert result.legs == (KnnLeg("sparse", SPARSE, "q", 9),)
+    assert result.rrf is None
+
+
+def test_plan_from_text_refuses_filters_embedded_chroma_cannot_run() -> None:
+    """A metadata regex is unsupported locally, as it is through plan_from_search."""
+    with pytest.raises(UnsupportedSearchError, match="'\\$regex' on metadata field 'lang'"):
+        plan_from_text("q", sparse_key=SPARSE, where=K("lang").regex("^e"))
+
+
+def test_defaults_live_in_one_module() -> None:
+    """_native_search, _plan and _fusion read their defaults from hybrid._defaults."""
+    from chroma_sparse_ef.hybrid import _defaults, _fusion, _native_search
+    from chroma_sparse_ef.hybrid import _plan as plan_module
+
+    assert _fusion.DEFAULT_RRF_K is _defaults.DEFAULT_RRF_K
+    assert plan_module.DEFAULT_CANDIDATE_LIMIT is _defaults.DEFAULT_CANDIDATE_LIMIT
+    source = Path(_native_search.__file__).read_text()
+    assert "from ._plan" not in source
