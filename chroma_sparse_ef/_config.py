@@ -10,12 +10,15 @@ from __future__ import annotations
 import functools
 import ipaddress
 import json
+import math
 import os
-from dataclasses import dataclass, fields, replace
+import threading
+from dataclasses import dataclass, field, fields, replace
 from importlib import resources
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import jsonschema
 
 from ._constants import (
@@ -23,6 +26,7 @@ from ._constants import (
     DEFAULT_API_KEY_ENV_VAR,
     DEFAULT_BASE_URL,
     DEFAULT_BATCH_SIZE,
+    DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
@@ -33,10 +37,14 @@ from ._models import DEFAULT_MODEL, model_info
 
 __all__ = [
     "IMMUTABLE_KEYS",
+    "KeyPlan",
     "Settings",
     "display_url",
     "is_loopback_url",
+    "plan_api_key",
     "resolve_api_key",
+    "split_timeout",
+    "trust_base_url",
     "validate_config",
 ]
 
@@ -87,6 +95,7 @@ class Settings:
             isinstance(self.timeout, bool)
             or not isinstance(self.timeout, (int, float))
             or not self.timeout > 0
+            or not math.isfinite(self.timeout)
         ):
             raise ConfigurationError(
                 f"timeout must be a positive number of seconds, got {self.timeout!r}"
@@ -257,3 +266,120 @@ def display_url(url: str) -> str:
     if parts.port is not None:
         netloc += f":{parts.port}"
     return parts._replace(netloc=netloc).geturl()
+
+
+def split_timeout(timeout: object) -> tuple[float, httpx.Timeout]:
+    """The attempt's deadline in seconds, and httpx's per-phase timeouts.
+
+    A number `t` bounds the whole attempt by `t`, with a connect timeout of
+    ``min(DEFAULT_CONNECT_TIMEOUT, t)``. An `httpx.Timeout` keeps its phases, and the
+    attempt as a whole is bounded by the largest of them; every phase must be set.
+
+    Raises:
+        ConfigurationError: not a positive finite number, or a phase is unset.
+    """
+    if isinstance(timeout, httpx.Timeout):
+        phases = {
+            "connect": timeout.connect,
+            "read": timeout.read,
+            "write": timeout.write,
+            "pool": timeout.pool,
+        }
+        for name, value in phases.items():
+            if value is None or not (value > 0 and math.isfinite(value)):
+                raise ConfigurationError(
+                    f"timeout.{name} must be a positive number of seconds, got {value!r}: "
+                    "an unset phase would let a request hang"
+                )
+        return max(v for v in phases.values() if v is not None), timeout
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, (int, float))
+        or not (timeout > 0 and math.isfinite(timeout))
+    ):
+        raise ConfigurationError(
+            f"timeout must be a positive number of seconds or an httpx.Timeout, got {timeout!r}"
+        )
+    seconds = float(timeout)
+    return seconds, httpx.Timeout(seconds, connect=min(DEFAULT_CONNECT_TIMEOUT, seconds))
+
+
+# Base URLs a caller passed to the constructor in this process: a key the caller did not
+# pass may go there too when a collection rebuilds the function from its config.
+_TRUSTED_URLS: set[tuple[str, str, int, str]] = set()
+_TRUSTED_LOCK = threading.Lock()
+
+
+def _url_key(url: str) -> tuple[str, str, int, str]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port or (443 if scheme == "https" else 80)
+    except ValueError:
+        port = -1
+    return scheme, (parts.hostname or "").lower(), port, parts.path.rstrip("/")
+
+
+def trust_base_url(url: str) -> None:
+    """Remember that a caller of this process chose `url` (see `plan_api_key`)."""
+    with _TRUSTED_LOCK:
+        _TRUSTED_URLS.add(_url_key(url))
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPlan:
+    """What to send as the token, decided at construction.
+
+    Attributes:
+        key: The key to send; None means the loopback placeholder (or `refusal`).
+        refusal: Set when a key exists but may not go to this URL: the message of the
+            `MissingAPIKeyError` the first request raises.
+    """
+
+    key: str | None = field(repr=False)
+    refusal: str | None = None
+
+
+def plan_api_key(
+    api_key: str | None,
+    env_var: str,
+    base_url: str,
+    *,
+    from_config: bool,
+    env_base_url: str | None,
+) -> KeyPlan:
+    """Decide which key goes to `base_url` (the rule of the README's "Security" section).
+
+    A key passed as `api_key` goes wherever the caller sends it. A key found elsewhere
+    (the env var, a CloudClient) goes only to the hosted service, to `CHROMA_EMBED_URL`,
+    or to a `base_url` a caller passed to the constructor in this process. A URL that came
+    from a stored config (`from_config`) and is none of those gets no key: a loopback URL
+    gets the placeholder token, any other URL a `refusal` raised at the first request, so
+    the collection still opens.
+
+    Raises:
+        MissingAPIKeyError: no key anywhere and the URL is not a loopback address.
+    """
+    if api_key:
+        return KeyPlan(api_key)
+    allowed = {_url_key(DEFAULT_BASE_URL)}
+    if env_base_url:
+        allowed.add(_url_key(env_base_url))
+    target = _url_key(base_url)
+    with _TRUSTED_LOCK:
+        trusted = not from_config or target in allowed or target in _TRUSTED_URLS
+    if not trusted:
+        if is_loopback_url(base_url):
+            return KeyPlan(None)
+        where = display_url(base_url)
+        return KeyPlan(
+            None,
+            refusal=(
+                f"not sending an API key to {where}: that URL comes from a stored "
+                "collection config, not from this program, and a key found in the "
+                f"environment goes only to {DEFAULT_BASE_URL}, to ${BASE_URL_ENV_VAR}, or to "
+                "a base_url passed to the constructor. To allow it, pass api_key=... "
+                f"(e.g. build the function yourself), or set {BASE_URL_ENV_VAR}={where}"
+            ),
+        )
+    return KeyPlan(require_api_key(None, env_var, base_url))
