@@ -496,9 +496,13 @@ class ChromaSparseEmbeddingFunction(SparseEmbeddingFunction[Documents]):
                 for task in tasks:
                     task.cancel()
             # The earliest batch's error, as on the sync path, whichever finished first.
-            for task in tasks:
-                if task.done() and not task.cancelled() and task.exception() is not None:
-                    raise task.exception()  # type: ignore[misc]
+            # Every finished task's error is read, so asyncio logs none as unretrieved.
+            errors = [
+                task.exception() for task in tasks if task.done() and not task.cancelled()
+            ]
+            for exc in errors:
+                if exc is not None:
+                    raise exc
         return _complete(out)
 
     async def _aturn(self) -> float:
