@@ -32,7 +32,7 @@ from ._constants import (
     DEFAULT_TIMEOUT,
     EMBEDDING_FUNCTION_NAME,
 )
-from ._exceptions import ConfigurationError, MissingAPIKeyError, UnsupportedModelError
+from ._exceptions import ConfigurationError, DenseOnlyModelError, MissingAPIKeyError
 from ._models import DEFAULT_MODEL, model_info
 
 __all__ = [
@@ -163,7 +163,7 @@ def _check_model(name: str, value: object) -> None:
     _check_str(name, value, empty_ok=False)
     info = model_info(str(value))
     if info is not None and not info.sparse:
-        raise UnsupportedModelError(
+        raise DenseOnlyModelError(
             f"{value!r} is a dense-only model: /embed_sparse does not serve it. "
             "Use one of the sparse models, such as 'prithivida/Splade_PP_en_v1' or 'BAAI/bge-m3'",
             model=str(value),

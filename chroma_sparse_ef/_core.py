@@ -33,11 +33,12 @@ from ._constants import (
     TOKEN_HEADER,
 )
 from ._exceptions import (
+    APIConnectionError,
+    APITimeoutError,
     InvalidInputError,
     InvalidResponseError,
     MissingAPIKeyError,
     RateLimitError,
-    ServiceError,
 )
 from ._protocol import build_body, error_for_status, parse_response, scrub
 from ._retry import backoff_delay, is_retryable_status, retry_after_from_headers
@@ -206,6 +207,7 @@ class Core:
             api_key=self._api_key,
             api_key_env_var=self.settings.api_key_env_var,
             retry_after=hint,
+            request_id=reply.headers.get("x-request-id"),
         )
         if not is_retryable_status(status):
             raise error
@@ -218,6 +220,7 @@ class Core:
                 status_code=status,
                 error=error.error,
                 model=request.model,
+                request_id=error.request_id,
                 retry_after=hint,
             ) from error
         delay = hint if hint is not None else backoff_delay(retries, self.random)
@@ -247,7 +250,8 @@ class Core:
         self.batch_cap = min(self.batch_cap, size)
 
     def decide_transport(self, failure: Failure, request: Request, retries: int) -> Retry:
-        """A request that got no complete response: retry it, or raise `ServiceError`."""
+        """A request that got no complete response: retry it, or raise `APIConnectionError`
+        (`APITimeoutError` when it ran out of time)."""
         where = display_url(self.url)
         if failure.timeout:
             what = f"timed out after {self.settings.timeout:g} s calling {where}"
@@ -257,7 +261,8 @@ class Core:
         # itself is not chained: its frames hold the request headers, hence the key.
         detail = scrub(failure.what, self._api_key)
         if retries >= self.settings.max_retries:
-            raise ServiceError(
+            error = APITimeoutError if failure.timeout else APIConnectionError
+            raise error(
                 f"{what} (model {request.model!r}, {retries + 1} attempts; last: {detail})",
                 model=request.model,
             )

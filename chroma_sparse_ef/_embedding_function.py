@@ -66,7 +66,8 @@ class ChromaSparseEmbeddingFunction(SparseEmbeddingFunction[Documents]):
 
     Args:
         model: The model for documents. Default ``"prithivida/Splade_PP_en_v1"``.
-            Dense-only models raise `UnsupportedModelError` here, before any request.
+            Dense-only models raise `DenseOnlyModelError` (an `UnsupportedModelError`)
+            here, before any request.
         api_key: The key. Never persisted; when omitted it is read from
             `api_key_env_var`, then from an existing chromadb CloudClient. A loopback
             `base_url` (the local server) needs no key.
@@ -97,7 +98,8 @@ class ChromaSparseEmbeddingFunction(SparseEmbeddingFunction[Documents]):
     Raises:
         ConfigurationError: a bad argument.
         MissingAPIKeyError: no key found and `base_url` is not a loopback address.
-        UnsupportedModelError: a dense-only model.
+        DenseOnlyModelError: a dense-only model (a `ConfigurationError` and an
+            `UnsupportedModelError`).
     """
 
     def __init__(
@@ -497,9 +499,7 @@ class ChromaSparseEmbeddingFunction(SparseEmbeddingFunction[Documents]):
                     task.cancel()
             # The earliest batch's error, as on the sync path, whichever finished first.
             # Every finished task's error is read, so asyncio logs none as unretrieved.
-            errors = [
-                task.exception() for task in tasks if task.done() and not task.cancelled()
-            ]
+            errors = [task.exception() for task in tasks if task.done() and not task.cancelled()]
             for exc in errors:
                 if exc is not None:
                     raise exc
