@@ -26,6 +26,7 @@ from chroma_sparse_ef import (
     ServiceError,
 )
 from chroma_sparse_ef._corpus import stdlib_docstrings
+from chroma_sparse_ef._exceptions import APIConnectionError, APITimeoutError
 from chroma_sparse_ef.testing import LocalServer
 
 from .hostile_server import hostile_server
@@ -69,7 +70,8 @@ class TestNoKeyInTracebacks:
         from .hostile_server import closed_port_url
 
         exc = self.raised(closed_port_url(), mode)
-        assert isinstance(exc, ServiceError)
+        assert isinstance(exc, APIConnectionError)
+        assert isinstance(exc, ServiceError)  # the 0.x name still catches it
         text = formatted(exc)
         assert "could not reach" in text
         assert SECRET not in text
@@ -78,6 +80,7 @@ class TestNoKeyInTracebacks:
         """A trickling server timed out: the traceback with locals holds no key."""
         with hostile_server("trickle_body") as server:
             exc = self.raised(server.url, mode, timeout=0.5)
+        assert isinstance(exc, APITimeoutError)
         assert "timed out" in str(exc)
         assert SECRET not in formatted(exc)
 
