@@ -20,7 +20,8 @@ DEFAULT_BATCH_SIZE = MAX_BATCH_SIZE
 DEFAULT_MAX_CONCURRENCY = 16
 #: Retries after the first attempt (openai-python and stamina also default to 2).
 DEFAULT_MAX_RETRIES = 2
-#: Seconds for one request; chromadb's built-in uses 60 for a whole call.
+#: Seconds one attempt may take, connect to last byte (a deadline, not httpx's per-read
+#: timeout); chromadb's built-in uses 60 for a whole call.
 DEFAULT_TIMEOUT = 60.0
 #: Exponential backoff, 0.5 s doubling to 8 s, each wait cut by up to 25 % at random
 #: (openai-python's numbers).
@@ -45,8 +46,8 @@ EMBEDDING_FUNCTION_NAME = "chroma_sparse_ef"
 #: After a 429 the pacing rate becomes 0.7x what was too much: the SDKs' CUBIC beta.
 THROTTLE_BETA = 0.7
 #: Each success adds 2 % of the rate set at the last decrease: 15 successes climb back
-#: from 0.7x to 1x, so a steady job meets about one 429 per 15 requests at most, and
-#: bench/bench_rate_limit.py measured the fewest 429s at >= 80 % of the limit with it.
+#: from 0.7x to 1x, so a steady job meets about one 429 per 15 requests at most while
+#: its pace averages about 0.85x of the limit (the sawtooth between 0.7x and 1x).
 RATE_INCREASE_STEP = 0.02
 #: Successes of the last second are the estimate of what the service allows.
 RATE_WINDOW = 1.0
