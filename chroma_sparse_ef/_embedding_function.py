@@ -492,6 +492,10 @@ class ChromaSparseEmbeddingFunction(SparseEmbeddingFunction[Documents]):
                 bar.update(end - start)
 
             tasks = [asyncio.ensure_future(run(span)) for span in spans]
+            for task in tasks:
+                # A task may end after the call has raised (a cancel that raced with its
+                # reply): its error is read on completion, so asyncio never logs it.
+                task.add_done_callback(_read_outcome)
             try:
                 await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             finally:
@@ -562,6 +566,11 @@ def _query_model_of(config: dict[str, Any]) -> str | None:
     if explicit or "model" not in config:
         return explicit
     return Settings(model=config["model"]).resolved_query_model
+
+
+def _read_outcome(task: asyncio.Future[None]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def _complete(out: list[SparseVector | None]) -> list[SparseVector]:
