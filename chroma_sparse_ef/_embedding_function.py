@@ -381,9 +381,7 @@ class ChromaSparseEmbeddingFunction(SparseEmbeddingFunction[Documents]):
         with self._lock:
             if self._client is None:
                 self._owns_client = True
-                self._client = sync_client(
-                    self._core.url, self._timeout, self._settings.max_concurrency
-                )
+                self._client = sync_client(self._timeout, self._settings.max_concurrency)
             return self._client
 
     def _embed(self, texts: list[str], side: Side) -> SparseVectors:

@@ -29,7 +29,6 @@ import asyncio
 import contextlib
 import contextvars
 import time
-import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -165,24 +164,20 @@ class _DeadlineBackend(httpcore.NetworkBackend):
         self._inner.sleep(seconds)
 
 
-def sync_client(url: str, timeout: httpx.Timeout, max_connections: int) -> httpx.Client:
+def sync_client(timeout: httpx.Timeout, max_connections: int) -> httpx.Client:
     """An `httpx.Client` whose socket operations honour the attempt's `deadline`.
 
-    When a proxy is configured in the environment for `url`, a plain client is returned
-    instead (passing a transport would make httpx ignore the proxy); the deadline is then
-    checked between chunks only.
+    The client is built as usual (proxies from the environment keep working through
+    httpx's own mounts, where the deadline is checked between chunks only); then its
+    default transport's pool sends through the deadline backend.
     """
-    limits = httpx.Limits(max_connections=max_connections)
-    scheme = url.split(":", 1)[0].lower()
-    if scheme in urllib.request.getproxies():
-        return httpx.Client(timeout=timeout, limits=limits)
-    transport = httpx.HTTPTransport(limits=limits)
-    pool = getattr(transport, "_pool", None)
+    client = httpx.Client(timeout=timeout, limits=httpx.Limits(max_connections=max_connections))
+    pool = getattr(getattr(client, "_transport", None), "_pool", None)
     # httpx builds its httpcore pool with the default backend and offers no argument to
-    # change it; tests/unit/test_transport.py fails if this attribute ever moves.
+    # change it; tests/unit/test_transport.py fails if these attributes ever move.
     if isinstance(pool, httpcore.ConnectionPool):
         pool._network_backend = _DeadlineBackend()
-    return httpx.Client(transport=transport, timeout=timeout, limits=limits)
+    return client
 
 
 def async_client(timeout: httpx.Timeout, max_connections: int) -> httpx.AsyncClient:
