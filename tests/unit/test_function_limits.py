@@ -262,3 +262,46 @@ class TestKeyRule:
         monkeypatch.setenv("CHROMA_API_KEY", SECRET)
         ef = ChromaSparseEmbeddingFunction.build_from_config(self.config("http://127.0.0.77:9"))
         assert ef._core.requests["documents"].headers["x-chroma-token"] != SECRET
+
+
+class TestErrorKinds:
+    def test_status_errors_keep_the_request_id(self, mode: str) -> None:
+        """A 400 carrying x-request-id: the error keeps it, for a support ticket."""
+        from chroma_sparse_ef import InvalidRequestError
+
+        service = FakeService(
+            script=[httpx.Response(400, json={"error": "bad"}, headers={"x-request-id": "r-42"})]
+        )
+        with pytest.raises(InvalidRequestError) as info:
+            call(build(service, Clock()), ["a"], mode)
+        assert info.value.request_id == "r-42"
+        assert info.value.status_code == 400
+
+    def test_a_connection_failure_is_an_api_connection_error(self, mode: str) -> None:
+        """No response after the retries: APIConnectionError (still a ServiceError),
+        with no status and no chained httpx exception."""
+        from chroma_sparse_ef import ServiceError
+        from chroma_sparse_ef._exceptions import APIConnectionError, APIStatusError
+
+        def refuse(request: httpx.Request) -> httpx.Response:
+            raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+
+        with pytest.raises(APIConnectionError) as info:
+            call(build(refuse, Clock()), ["a"], mode)
+        err = info.value
+        assert isinstance(err, ServiceError)
+        assert not isinstance(err, APIStatusError)
+        assert err.status_code is None
+        assert err.__cause__ is None
+        assert err.__context__ is None
+        assert "Connection refused" in str(err)
+
+    def test_a_timeout_is_an_api_timeout_error(self, mode: str) -> None:
+        """An attempt that timed out, after the retries: APITimeoutError."""
+        from chroma_sparse_ef._exceptions import APITimeoutError
+
+        def slow(request: httpx.Request) -> httpx.Response:
+            raise httpx.ReadTimeout("timed out", request=request)
+
+        with pytest.raises(APITimeoutError, match="timed out"):
+            call(build(slow, Clock()), ["a"], mode)
