@@ -16,7 +16,8 @@ MAX_BATCH_SIZE = 100
 DEFAULT_BATCH_SIZE = MAX_BATCH_SIZE
 #: Requests in flight per call. With 100 ms of service latency, 2,048 texts (21 batches)
 #: take 3 rounds at 8 and 2 rounds at 16: 0.62 s vs 0.52 s against the local server, whose
-#: own BM25 work is 0.37 s of that (bench/bench_embedding_function.py). 429s are retried.
+#: own BM25 work is 0.37 s of that (bench/bench_embedding_function.py). After a 429 the
+#: shared throttle (`_throttle.py`) paces requests, so fewer are in flight.
 DEFAULT_MAX_CONCURRENCY = 16
 #: Retries after the first attempt (openai-python and stamina also default to 2).
 DEFAULT_MAX_RETRIES = 2

@@ -1,9 +1,11 @@
 """`ChromaSparseEmbeddingFunction`: Chroma's hosted sparse models as a chromadb function.
 
 Everything that is not I/O (request bodies, response validation, retry and split
-decisions, usage) is decided once in `Core`; the sync path (a thread pool over one
-`httpx.Client`) and the async path (a semaphore over one `httpx.AsyncClient`) repeat only
-their send loops.
+decisions, the throttle shared by all requests of the instance, usage) is decided once in
+`Core`; one attempt (deadline, capped streaming read) is `_transport.attempt`. The sync
+path (a thread pool over one `httpx.Client`) and the async path (a semaphore over one
+`httpx.AsyncClient`) repeat only their send loops: wait for the throttle, attempt, act on
+the decision.
 """
 
 from __future__ import annotations
