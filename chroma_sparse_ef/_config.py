@@ -10,12 +10,15 @@ from __future__ import annotations
 import functools
 import ipaddress
 import json
+import math
 import os
-from dataclasses import dataclass, fields, replace
+import threading
+from dataclasses import dataclass, field, fields, replace
 from importlib import resources
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import jsonschema
 
 from ._constants import (
@@ -23,43 +26,87 @@ from ._constants import (
     DEFAULT_API_KEY_ENV_VAR,
     DEFAULT_BASE_URL,
     DEFAULT_BATCH_SIZE,
+    DEFAULT_CONNECT_TIMEOUT,
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
     EMBEDDING_FUNCTION_NAME,
 )
-from ._exceptions import ConfigurationError, MissingAPIKeyError, UnsupportedModelError
+from ._exceptions import ConfigurationError, DenseOnlyModelError, MissingAPIKeyError
 from ._models import DEFAULT_MODEL, model_info
 
 __all__ = [
     "IMMUTABLE_KEYS",
+    "KeyPlan",
     "Settings",
+    "config_schema",
     "display_url",
     "is_loopback_url",
+    "plan_api_key",
     "resolve_api_key",
+    "shipped_schema",
+    "split_timeout",
+    "trust_base_url",
     "validate_config",
 ]
 
-#: Keys whose change would put new vectors in a different space from stored ones.
-IMMUTABLE_KEYS = ("model", "query_model", "task", "instructions", "query_instructions")
+_STR = {"type": "string", "minLength": 1}
+_OPTIONAL_STR = {"type": ["string", "null"]}
+
+
+def _setting(
+    default: Any,
+    schema: dict[str, Any],
+    *,
+    persist: str = "always",
+    immutable: bool = False,
+    doc: str = "",
+) -> Any:
+    """Declare one setting: its default, its JSON schema, how it is persisted.
+
+    Args:
+        default: The constructor's default.
+        schema: The JSON schema of its persisted value; also what `__post_init__` checks
+            for integers (``minimum``), booleans and strings (``minLength``).
+        persist: ``"always"``, or ``"if_set"`` (omitted from the config when None, so an
+            unset value is looked up again, e.g. a URL from the environment).
+        immutable: Changing it would put new vectors in another space than stored ones.
+        doc: One line, for the JSON schema's ``description``.
+    """
+    meta = {"schema": schema, "persist": persist, "immutable": immutable, "doc": doc}
+    return field(default=default, metadata=meta)
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """Everything that decides what is sent, validated. Holds no secret."""
+    """Everything that decides what is sent, validated. Holds no secret.
 
-    model: str = DEFAULT_MODEL
-    query_model: str | None = None
-    api_key_env_var: str = DEFAULT_API_KEY_ENV_VAR
-    base_url: str | None = None
-    task: str | None = None
-    instructions: str | None = None
-    query_instructions: str | None = None
-    fetch_labels: bool = False
-    batch_size: int = DEFAULT_BATCH_SIZE
-    max_concurrency: int = DEFAULT_MAX_CONCURRENCY
-    max_retries: int = DEFAULT_MAX_RETRIES
-    timeout: float = DEFAULT_TIMEOUT
+    The one declaration of every setting: the constructor's checks, `to_config` /
+    `from_config` and the packaged JSON schema (`config_schema`, checked against the
+    shipped file by tests/unit/test_config.py) are all derived from these fields.
+    """
+
+    model: str = _setting(DEFAULT_MODEL, _STR, immutable=True, doc="model for documents")
+    query_model: str | None = _setting(
+        None, _STR, immutable=True, doc="model for queries (persisted resolved)"
+    )
+    api_key_env_var: str = _setting(
+        DEFAULT_API_KEY_ENV_VAR, _STR, doc="environment variable holding the key"
+    )
+    base_url: str | None = _setting(
+        None,
+        {"type": ["string", "null"], "pattern": "^https?://"},
+        persist="if_set",
+        doc="the service's base URL",
+    )
+    task: str | None = _setting(None, _OPTIONAL_STR, persist="if_set", immutable=True)
+    instructions: str | None = _setting(None, _OPTIONAL_STR, persist="if_set", immutable=True)
+    query_instructions: str | None = _setting(None, _OPTIONAL_STR, persist="if_set", immutable=True)
+    fetch_labels: bool = _setting(False, {"type": "boolean"})
+    batch_size: int = _setting(DEFAULT_BATCH_SIZE, {"type": "integer", "minimum": 1})
+    max_concurrency: int = _setting(DEFAULT_MAX_CONCURRENCY, {"type": "integer", "minimum": 1})
+    max_retries: int = _setting(DEFAULT_MAX_RETRIES, {"type": "integer", "minimum": 0})
+    timeout: float = _setting(DEFAULT_TIMEOUT, {"type": "number", "exclusiveMinimum": 0})
 
     def __post_init__(self) -> None:
         _check_model("model", self.model)
@@ -76,17 +123,18 @@ class Settings:
             raise ConfigurationError(
                 "pass either task or instructions, not both: the service takes one or the other"
             )
-        if type(self.fetch_labels) is not bool:
-            raise ConfigurationError(
-                f"fetch_labels must be True or False, got {self.fetch_labels!r}"
-            )
-        _check_int("batch_size", self.batch_size, minimum=1)
-        _check_int("max_concurrency", self.max_concurrency, minimum=1)
-        _check_int("max_retries", self.max_retries, minimum=0)
+        for f in fields(self):
+            schema = f.metadata["schema"]
+            value = getattr(self, f.name)
+            if schema["type"] == "boolean" and type(value) is not bool:
+                raise ConfigurationError(f"{f.name} must be True or False, got {value!r}")
+            if schema["type"] == "integer":
+                _check_int(f.name, value, minimum=schema["minimum"])
         if (
             isinstance(self.timeout, bool)
             or not isinstance(self.timeout, (int, float))
             or not self.timeout > 0
+            or not math.isfinite(self.timeout)
         ):
             raise ConfigurationError(
                 f"timeout must be a positive number of seconds, got {self.timeout!r}"
@@ -121,21 +169,16 @@ class Settings:
 
     def to_config(self) -> dict[str, Any]:
         """The persisted config: JSON-serialisable, secret-free, minimal."""
-        config: dict[str, Any] = {
-            "model": self.model,
-            "query_model": self.resolved_query_model,
-            "api_key_env_var": self.api_key_env_var,
-            "fetch_labels": self.fetch_labels,
-            "batch_size": self.batch_size,
-            "max_concurrency": self.max_concurrency,
-            "max_retries": self.max_retries,
-            "timeout": float(self.timeout),
-        }
-        # Only what the user set explicitly: an env-var URL is looked up again on rebuild.
-        for name in ("base_url", "task", "instructions", "query_instructions"):
-            value = getattr(self, name)
-            if value is not None:
-                config[name] = value
+        config: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "query_model":
+                value = self.resolved_query_model
+            elif f.name == "timeout":
+                value = float(value)
+            if value is None and f.metadata["persist"] == "if_set":
+                continue
+            config[f.name] = value
         return config
 
     @classmethod
@@ -154,7 +197,7 @@ def _check_model(name: str, value: object) -> None:
     _check_str(name, value, empty_ok=False)
     info = model_info(str(value))
     if info is not None and not info.sparse:
-        raise UnsupportedModelError(
+        raise DenseOnlyModelError(
             f"{value!r} is a dense-only model: /embed_sparse does not serve it. "
             "Use one of the sparse models, such as 'prithivida/Splade_PP_en_v1' or 'BAAI/bge-m3'",
             model=str(value),
@@ -173,8 +216,36 @@ def _check_int(name: str, value: object, *, minimum: int) -> None:
         raise ConfigurationError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
+#: Keys whose change would put new vectors in a different space from stored ones.
+IMMUTABLE_KEYS = tuple(f.name for f in fields(Settings) if f.metadata["immutable"])
+#: Keys a config must hold.
+_REQUIRED_KEYS = ("model", "api_key_env_var")
+
+
 @functools.cache
-def _schema() -> dict[str, Any]:
+def config_schema() -> dict[str, Any]:
+    """The JSON schema of a persisted config, derived from `Settings`.
+
+    The same schema ships as ``schemas/chroma_sparse_ef.json`` (for tools that read
+    files); a test keeps the two equal.
+    """
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": EMBEDDING_FUNCTION_NAME,
+        "description": (
+            "Persisted configuration of chroma_sparse_ef.ChromaSparseEmbeddingFunction. "
+            "Never holds a secret: the API key is looked up through api_key_env_var when "
+            "the function is rebuilt."
+        ),
+        "type": "object",
+        "properties": {f.name: dict(f.metadata["schema"]) for f in fields(Settings)},
+        "required": list(_REQUIRED_KEYS),
+        "additionalProperties": False,
+    }
+
+
+def shipped_schema() -> dict[str, Any]:
+    """The JSON schema file shipped in the package."""
     text = (
         resources.files("chroma_sparse_ef")
         .joinpath("schemas", f"{EMBEDDING_FUNCTION_NAME}.json")
@@ -198,7 +269,7 @@ def validate_config(config: dict[str, Any]) -> None:
             "variable in 'api_key_env_var' instead"
         )
     try:
-        jsonschema.validate(config, _schema())
+        jsonschema.validate(config, config_schema())
     except jsonschema.ValidationError as exc:
         where = ".".join(str(p) for p in exc.absolute_path) or "config"
         raise ConfigurationError(
@@ -257,3 +328,120 @@ def display_url(url: str) -> str:
     if parts.port is not None:
         netloc += f":{parts.port}"
     return parts._replace(netloc=netloc).geturl()
+
+
+def split_timeout(timeout: object) -> tuple[float, httpx.Timeout]:
+    """The attempt's deadline in seconds, and httpx's per-phase timeouts.
+
+    A number `t` bounds the whole attempt by `t`, with a connect timeout of
+    ``min(DEFAULT_CONNECT_TIMEOUT, t)``. An `httpx.Timeout` keeps its phases, and the
+    attempt as a whole is bounded by the largest of them; every phase must be set.
+
+    Raises:
+        ConfigurationError: not a positive finite number, or a phase is unset.
+    """
+    if isinstance(timeout, httpx.Timeout):
+        phases = {
+            "connect": timeout.connect,
+            "read": timeout.read,
+            "write": timeout.write,
+            "pool": timeout.pool,
+        }
+        for name, value in phases.items():
+            if value is None or not (value > 0 and math.isfinite(value)):
+                raise ConfigurationError(
+                    f"timeout.{name} must be a positive number of seconds, got {value!r}: "
+                    "an unset phase would let a request hang"
+                )
+        return max(v for v in phases.values() if v is not None), timeout
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, (int, float))
+        or not (timeout > 0 and math.isfinite(timeout))
+    ):
+        raise ConfigurationError(
+            f"timeout must be a positive number of seconds or an httpx.Timeout, got {timeout!r}"
+        )
+    seconds = float(timeout)
+    return seconds, httpx.Timeout(seconds, connect=min(DEFAULT_CONNECT_TIMEOUT, seconds))
+
+
+# Base URLs a caller passed to the constructor in this process: a key the caller did not
+# pass may go there too when a collection rebuilds the function from its config.
+_TRUSTED_URLS: set[tuple[str, str, int, str]] = set()
+_TRUSTED_LOCK = threading.Lock()
+
+
+def _url_key(url: str) -> tuple[str, str, int, str]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port or (443 if scheme == "https" else 80)
+    except ValueError:
+        port = -1
+    return scheme, (parts.hostname or "").lower(), port, parts.path.rstrip("/")
+
+
+def trust_base_url(url: str) -> None:
+    """Remember that a caller of this process chose `url` (see `plan_api_key`)."""
+    with _TRUSTED_LOCK:
+        _TRUSTED_URLS.add(_url_key(url))
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPlan:
+    """What to send as the token, decided at construction.
+
+    Attributes:
+        key: The key to send; None means the loopback placeholder (or `refusal`).
+        refusal: Set when a key exists but may not go to this URL: the message of the
+            `MissingAPIKeyError` the first request raises.
+    """
+
+    key: str | None = field(repr=False)
+    refusal: str | None = None
+
+
+def plan_api_key(
+    api_key: str | None,
+    env_var: str,
+    base_url: str,
+    *,
+    from_config: bool,
+    env_base_url: str | None,
+) -> KeyPlan:
+    """Decide which key goes to `base_url` (the rule of the README's "Security" section).
+
+    A key passed as `api_key` goes wherever the caller sends it. A key found elsewhere
+    (the env var, a CloudClient) goes only to the hosted service, to `CHROMA_EMBED_URL`,
+    or to a `base_url` a caller passed to the constructor in this process. A URL that came
+    from a stored config (`from_config`) and is none of those gets no key: a loopback URL
+    gets the placeholder token, any other URL a `refusal` raised at the first request, so
+    the collection still opens.
+
+    Raises:
+        MissingAPIKeyError: no key anywhere and the URL is not a loopback address.
+    """
+    if api_key:
+        return KeyPlan(api_key)
+    allowed = {_url_key(DEFAULT_BASE_URL)}
+    if env_base_url:
+        allowed.add(_url_key(env_base_url))
+    target = _url_key(base_url)
+    with _TRUSTED_LOCK:
+        trusted = not from_config or target in allowed or target in _TRUSTED_URLS
+    if not trusted:
+        if is_loopback_url(base_url):
+            return KeyPlan(None)
+        where = display_url(base_url)
+        return KeyPlan(
+            None,
+            refusal=(
+                f"not sending an API key to {where}: that URL comes from a stored "
+                "collection config, not from this program, and a key found in the "
+                f"environment goes only to {DEFAULT_BASE_URL}, to ${BASE_URL_ENV_VAR}, or to "
+                "a base_url passed to the constructor. To allow it, pass api_key=... "
+                f"(e.g. build the function yourself), or set {BASE_URL_ENV_VAR}={where}"
+            ),
+        )
+    return KeyPlan(require_api_key(None, env_var, base_url))

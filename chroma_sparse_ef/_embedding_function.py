@@ -1,14 +1,17 @@
 """`ChromaSparseEmbeddingFunction`: Chroma's hosted sparse models as a chromadb function.
 
 Everything that is not I/O (request bodies, response validation, retry and split
-decisions, usage) is decided once in `Core`; the sync path (a thread pool over one
-`httpx.Client`) and the async path (a semaphore over one `httpx.AsyncClient`) repeat only
-their send loops.
+decisions, the throttle shared by all requests of the instance, usage) is decided once in
+`Core`; one attempt (deadline, capped streaming read) is `_transport.attempt`. The sync
+path (a thread pool over one `httpx.Client`) and the async path (a semaphore over one
+`httpx.AsyncClient`) repeat only their send loops: wait for the throttle, attempt, act on
+the decision.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 import weakref
@@ -25,11 +28,15 @@ from ._config import (
     IMMUTABLE_KEYS,
     Settings,
     display_url,
-    require_api_key,
+    plan_api_key,
+    split_timeout,
+    trust_base_url,
     validate_config,
 )
 from ._constants import (
+    BASE_URL_ENV_VAR,
     DEFAULT_API_KEY_ENV_VAR,
+    DEFAULT_BASE_URL,
     DEFAULT_BATCH_SIZE,
     DEFAULT_MAX_CONCURRENCY,
     DEFAULT_MAX_RETRIES,
@@ -43,6 +50,7 @@ from ._exceptions import (
 )
 from ._models import DEFAULT_MODEL
 from ._progress import progress_bar
+from ._transport import Failure, async_client, attempt, attempt_async, sync_client
 from ._usage import Usage
 
 __all__ = ["ChromaSparseEmbeddingFunction"]
@@ -60,7 +68,8 @@ class ChromaSparseEmbeddingFunction(SparseEmbeddingFunction[Documents]):
 
     Args:
         model: The model for documents. Default ``"prithivida/Splade_PP_en_v1"``.
-            Dense-only models raise `UnsupportedModelError` here, before any request.
+            Dense-only models raise `DenseOnlyModelError` (an `UnsupportedModelError`)
+            here, before any request.
         api_key: The key. Never persisted; when omitted it is read from
             `api_key_env_var`, then from an existing chromadb CloudClient. A loopback
             `base_url` (the local server) needs no key.
@@ -77,7 +86,11 @@ class ChromaSparseEmbeddingFunction(SparseEmbeddingFunction[Documents]):
         batch_size: Texts per request. Default 100, the hosted service's cap.
         max_concurrency: Requests in flight per call. Default 16.
         max_retries: Retries after the first attempt. Default 2.
-        timeout: Seconds per request. Default 60.
+        timeout: Seconds one attempt may take, from connect to the last byte read,
+            whatever the server does. Default 60, with a 5 s connect timeout. An
+            `httpx.Timeout` sets each phase; the attempt is then bounded by the largest.
+            A call takes at worst (1 + max_retries) x timeout plus the waits between
+            attempts (README, "Security").
         progress: Show a progress bar (tqdm) for calls of more than one batch.
         http_client: An `httpx.Client` to send with (tests, proxies). Not closed by
             `close()`.
@@ -87,7 +100,8 @@ class ChromaSparseEmbeddingFunction(SparseEmbeddingFunction[Documents]):
     Raises:
         ConfigurationError: a bad argument.
         MissingAPIKeyError: no key found and `base_url` is not a loopback address.
-        UnsupportedModelError: a dense-only model.
+        DenseOnlyModelError: a dense-only model (a `ConfigurationError` and an
+            `UnsupportedModelError`).
     """
 
     def __init__(
@@ -105,13 +119,14 @@ class ChromaSparseEmbeddingFunction(SparseEmbeddingFunction[Documents]):
         batch_size: int = DEFAULT_BATCH_SIZE,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         max_retries: int = DEFAULT_MAX_RETRIES,
-        timeout: float = DEFAULT_TIMEOUT,
+        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
         progress: bool = False,
         http_client: httpx.Client | None = None,
         async_http_client: httpx.AsyncClient | None = None,
     ) -> None:
         if api_key is not None and not isinstance(api_key, str):
             raise ConfigurationError(f"api_key must be a string, got {type(api_key).__name__}")
+        seconds, phases = split_timeout(timeout)
         settings = Settings(
             model=model,
             query_model=query_model,
@@ -124,11 +139,44 @@ class ChromaSparseEmbeddingFunction(SparseEmbeddingFunction[Documents]):
             batch_size=batch_size,
             max_concurrency=max_concurrency,
             max_retries=max_retries,
-            timeout=timeout,
+            timeout=seconds,
         )
-        key = require_api_key(api_key, settings.api_key_env_var, settings.resolved_base_url)
+        self._setup(
+            settings,
+            api_key=api_key,
+            phases=phases,
+            progress=progress,
+            http_client=http_client,
+            async_http_client=async_http_client,
+            from_config=False,
+        )
+        if base_url is not None:
+            trust_base_url(self._base_url)
+
+    def _setup(
+        self,
+        settings: Settings,
+        *,
+        api_key: str | None,
+        phases: httpx.Timeout,
+        progress: bool,
+        http_client: httpx.Client | None,
+        async_http_client: httpx.AsyncClient | None,
+        from_config: bool,
+    ) -> None:
+        env_url = os.environ.get(BASE_URL_ENV_VAR)
+        # Read once: requests, `base_url` and the key rule all use this value.
+        self._base_url = (settings.base_url or env_url or DEFAULT_BASE_URL).rstrip("/")
+        plan = plan_api_key(
+            api_key,
+            settings.api_key_env_var,
+            self._base_url,
+            from_config=from_config,
+            env_base_url=env_url,
+        )
         self._settings = settings
-        self._core = Core(settings, key)
+        self._timeout = phases
+        self._core = Core(settings, plan.key, base_url=self._base_url, refusal=plan.refusal)
         self.progress = bool(progress)
         self._lock = threading.Lock()
         self._client = http_client
@@ -156,23 +204,29 @@ class ChromaSparseEmbeddingFunction(SparseEmbeddingFunction[Documents]):
             InvalidInputError: `input` is not a non-empty list of strings.
             EmbeddingError: a subclass per failure; see the package's error table.
         """
-        return self._embed(check_input(input), "documents")
+        texts = check_input(input)
+        self._core.check_key_allowed()
+        return self._embed(texts, "documents")
 
     def embed_query(self, input: Documents) -> SparseVectors:
         """Embed queries with the query model (and query target or instructions).
 
         Same arguments, result and errors as `__call__`.
         """
-        return self._embed(check_input(input), "query")
+        texts = check_input(input)
+        self._core.check_key_allowed()
+        return self._embed(texts, "query")
 
     async def acall(self, input: Documents) -> SparseVectors:
         """Awaitable `__call__`: same semantics, requests sent concurrently on the loop."""
         texts = check_input(input)
+        self._core.check_key_allowed()
         return await self._aembed(texts, "documents")
 
     async def aembed_query(self, input: Documents) -> SparseVectors:
         """Awaitable `embed_query`."""
         texts = check_input(input)
+        self._core.check_key_allowed()
         return await self._aembed(texts, "query")
 
     @staticmethod
@@ -190,23 +244,24 @@ class ChromaSparseEmbeddingFunction(SparseEmbeddingFunction[Documents]):
 
         Raises:
             ConfigurationError: the config does not match the packaged JSON schema.
-            MissingAPIKeyError: the key cannot be found.
+            MissingAPIKeyError: the key cannot be found. A config whose `base_url` is
+                not trusted with a key found in the environment builds without error;
+                its first call raises `MissingAPIKeyError` instead.
         """
         settings = Settings.from_config(config)
-        return ChromaSparseEmbeddingFunction(
-            model=settings.model,
-            query_model=settings.query_model,
-            api_key_env_var=settings.api_key_env_var,
-            base_url=settings.base_url,
-            task=settings.task,
-            instructions=settings.instructions,
-            query_instructions=settings.query_instructions,
-            fetch_labels=settings.fetch_labels,
-            batch_size=settings.batch_size,
-            max_concurrency=settings.max_concurrency,
-            max_retries=settings.max_retries,
-            timeout=settings.timeout,
+        # The URL in a stored config was not chosen by this program: a key it did not
+        # pass goes there only if the URL is one it trusts (README, "Security").
+        ef = ChromaSparseEmbeddingFunction.__new__(ChromaSparseEmbeddingFunction)
+        ef._setup(
+            settings,
+            api_key=None,
+            phases=split_timeout(settings.timeout)[1],
+            progress=False,
+            http_client=None,
+            async_http_client=None,
+            from_config=True,
         )
+        return ef
 
     @staticmethod
     def validate_config(config: dict[str, Any]) -> None:
@@ -257,8 +312,8 @@ class ChromaSparseEmbeddingFunction(SparseEmbeddingFunction[Documents]):
 
     @property
     def base_url(self) -> str:
-        """The service's base URL (without credentials, if it had any)."""
-        return display_url(self._settings.resolved_base_url)
+        """The service's base URL (without credentials, if it had any), fixed at construction."""
+        return display_url(self._base_url)
 
     @property
     def fetch_labels(self) -> bool:
@@ -328,10 +383,7 @@ class ChromaSparseEmbeddingFunction(SparseEmbeddingFunction[Documents]):
         with self._lock:
             if self._client is None:
                 self._owns_client = True
-                self._client = httpx.Client(
-                    timeout=self._settings.timeout,
-                    limits=httpx.Limits(max_connections=self._settings.max_concurrency),
-                )
+                self._client = sync_client(self._timeout, self._settings.max_concurrency)
             return self._client
 
     def _embed(self, texts: list[str], side: Side) -> SparseVectors:
@@ -364,25 +416,47 @@ class ChromaSparseEmbeddingFunction(SparseEmbeddingFunction[Documents]):
                 _raise_first_error(futures)
         return _complete(out)
 
+    def _turn(self) -> float:
+        """Wait until the throttle lets a request start; return when it started."""
+        core = self._core
+        while True:
+            now = core.monotonic()
+            wait = core.throttle.acquire(now)
+            if wait <= 0:
+                return now
+            core.usage.waited(wait)
+            self._sleep(wait)
+
     def _send(self, texts: Sequence[str], request: Request) -> list[SparseVector]:
+        core = self._core
         body = request.body(texts, self._settings.fetch_labels)
         retries = 0
         while True:
-            self._core.usage.sent()
-            try:
-                response = self._http().post(self._core.url, content=body, headers=request.headers)
-            except httpx.HTTPError as exc:
-                action: Done | Retry | Split = self._core.decide_transport(exc, request, retries)
+            sent_at = self._turn()
+            core.usage.sent()
+            reply = attempt(
+                self._http(),
+                core.url,
+                body,
+                request.headers,
+                timeout=self._timeout,
+                seconds=self._settings.timeout,
+                limit_for=lambda status: core.body_limit(status, len(texts)),
+            )
+            if isinstance(reply, Failure):
+                action: Done | Retry | Split = core.decide_transport(reply, request, retries)
             else:
-                action = self._core.decide(response, texts, request, retries)
+                action = core.decide(reply, texts, request, retries, sent_at)
             if isinstance(action, Done):
                 return action.vectors
             if isinstance(action, Split):
                 mid = len(texts) // 2
                 vectors = self._send(texts[:mid], request) + self._send(texts[mid:], request)
-                self._core.accepted_after_split(len(texts) - mid)
+                core.accepted_after_split(len(texts) - mid)
                 return vectors
-            self._core.usage.retried()
+            core.usage.retried()
+            if action.throttled:
+                core.usage.waited(action.delay)
             self._sleep(action.delay)
             retries += 1
 
@@ -397,10 +471,7 @@ class ChromaSparseEmbeddingFunction(SparseEmbeddingFunction[Documents]):
         with self._lock:
             client = self._aclients.get(loop)
             if client is None:
-                client = httpx.AsyncClient(
-                    timeout=self._settings.timeout,
-                    limits=httpx.Limits(max_connections=self._settings.max_concurrency),
-                )
+                client = async_client(self._timeout, self._settings.max_concurrency)
                 self._aclients[loop] = client
             return client
 
@@ -421,39 +492,67 @@ class ChromaSparseEmbeddingFunction(SparseEmbeddingFunction[Documents]):
                 bar.update(end - start)
 
             tasks = [asyncio.ensure_future(run(span)) for span in spans]
+            for task in tasks:
+                # A task may end after the call has raised (a cancel that raced with its
+                # reply): its error is read on completion, so asyncio never logs it.
+                task.add_done_callback(_read_outcome)
             try:
                 await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             finally:
                 for task in tasks:
                     task.cancel()
             # The earliest batch's error, as on the sync path, whichever finished first.
-            for task in tasks:
-                if task.done() and not task.cancelled() and task.exception() is not None:
-                    raise task.exception()  # type: ignore[misc]
+            # Every finished task's error is read, so asyncio logs none as unretrieved.
+            errors = [task.exception() for task in tasks if task.done() and not task.cancelled()]
+            for exc in errors:
+                if exc is not None:
+                    raise exc
         return _complete(out)
+
+    async def _aturn(self) -> float:
+        """`_turn` on the event loop."""
+        core = self._core
+        while True:
+            now = core.monotonic()
+            wait = core.throttle.acquire(now)
+            if wait <= 0:
+                return now
+            core.usage.waited(wait)
+            await self._async_sleep(wait)
 
     async def _asend(
         self, client: httpx.AsyncClient, texts: Sequence[str], request: Request
     ) -> list[SparseVector]:
+        core = self._core
         body = request.body(texts, self._settings.fetch_labels)
         retries = 0
         while True:
-            self._core.usage.sent()
-            try:
-                response = await client.post(self._core.url, content=body, headers=request.headers)
-            except httpx.HTTPError as exc:
-                action: Done | Retry | Split = self._core.decide_transport(exc, request, retries)
+            sent_at = await self._aturn()
+            core.usage.sent()
+            reply = await attempt_async(
+                client,
+                core.url,
+                body,
+                request.headers,
+                timeout=self._timeout,
+                seconds=self._settings.timeout,
+                limit_for=lambda status: core.body_limit(status, len(texts)),
+            )
+            if isinstance(reply, Failure):
+                action: Done | Retry | Split = core.decide_transport(reply, request, retries)
             else:
-                action = self._core.decide(response, texts, request, retries)
+                action = core.decide(reply, texts, request, retries, sent_at)
             if isinstance(action, Done):
                 return action.vectors
             if isinstance(action, Split):
                 mid = len(texts) // 2
                 first = await self._asend(client, texts[:mid], request)
                 vectors = first + await self._asend(client, texts[mid:], request)
-                self._core.accepted_after_split(len(texts) - mid)
+                core.accepted_after_split(len(texts) - mid)
                 return vectors
-            self._core.usage.retried()
+            core.usage.retried()
+            if action.throttled:
+                core.usage.waited(action.delay)
             await self._async_sleep(action.delay)
             retries += 1
 
@@ -467,6 +566,11 @@ def _query_model_of(config: dict[str, Any]) -> str | None:
     if explicit or "model" not in config:
         return explicit
     return Settings(model=config["model"]).resolved_query_model
+
+
+def _read_outcome(task: asyncio.Future[None]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def _complete(out: list[SparseVector | None]) -> list[SparseVector]:

@@ -1,43 +1,67 @@
 """Errors raised by chroma-sparse-ef.
 
-The tree::
+The tree (openai-python's shape: connection, timeout and status errors side by side)::
 
-    EmbeddingError                  base: every error this package raises on purpose
-    ├── ConfigurationError          bad arguments or config, raised before any request
-    │   ├── MissingAPIKeyError      no key given, none in the env var, none in a CloudClient
-    │   └── HybridLayoutError       not a hybrid collection, or its stored layout is unusable
-    ├── InvalidInputError           bad input to a call (None, a bare string, non-str
-    │   │                           items, an empty list), raised before any request
-    │   └── UnsupportedSearchError  a Search that embedded Chroma cannot run locally
-    ├── APIStatusError              the service answered with an error status
-    │   ├── InvalidRequestError     400, and a 413 that cannot be split further
-    │   ├── AuthenticationError     401
-    │   ├── RateLimitError          429 after retries, or a Retry-After hint past the cap
-    │   ├── UnsupportedModelError   501, and dense-only models (raised before any request)
-    │   └── ServiceError            5xx after retries; also connection failures and timeouts
-    ├── InvalidResponseError        a 2xx whose body breaks the contract
-    ├── CorruptSparseVectorError    a sparse vector stored in Chroma metadata is damaged
-    └── HybridSyncError             the collection kept changing under a search
+    EmbeddingError                    base: every error this package raises on purpose
+    ├── ConfigurationError            bad arguments or config, raised before any request
+    │   ├── MissingAPIKeyError        no key given, none in the env var, none in a CloudClient;
+    │   │                             or a stored-config URL the found key may not go to
+    │   └── DenseOnlyModelError       a dense-only model at construction (also an
+    │                                 UnsupportedModelError, so old handlers still catch it)
+    ├── InvalidInputError             bad input to a call (None, a bare string, non-str
+    │                                 items, an empty list), raised before any request
+    ├── APIError                      a call to the service failed
+    │   ├── ServiceError              the service failed or could not be reached (the
+    │   │   │                         name kept from 0.x; catch it for "try again later")
+    │   │   ├── APIConnectionError    no response: refused, reset, DNS, TLS
+    │   │   │   └── APITimeoutError   an attempt ran past its `timeout` deadline
+    │   │   └── InternalServerError   5xx (not 501) and 408 after retries (also an
+    │   │                             APIStatusError)
+    │   ├── APIStatusError            the service answered with an error status;
+    │   │   │                         `status_code`, `request_id`
+    │   │   ├── InvalidRequestError   400, 404, other 4xx, and a 413 on a single text
+    │   │   ├── AuthenticationError   401, 403
+    │   │   ├── RateLimitError        429 after retries, or a Retry-After hint past the cap
+    │   │   ├── UnsupportedModelError 501
+    │   │   └── InternalServerError   (see above)
+    │   └── InvalidResponseError      a 2xx whose body breaks the contract or the size cap
+    └── HybridError                   hybrid search on a collection
+        ├── HybridLayoutError         not a hybrid collection, or an unusable stored layout
+        │                             (also a ConfigurationError)
+        ├── HybridSyncError           the collection kept changing under a search
+        ├── UnsupportedSearchError    a Search embedded Chroma cannot run (also an
+        │                             InvalidInputError)
+        └── CorruptSparseVectorError  a sparse vector stored in metadata is damaged (also
+                                      a ValueError)
 
-`ServiceError` also covers failures with no status (connection refused, timeouts): its
-``status_code`` is then ``None``. `UnsupportedModelError` raised before any request has
-``status_code`` ``None`` too.
+Compatibility with 0.x: every name still exists and is caught where it was, except that
+connection failures and timeouts (`APIConnectionError`) are no longer `APIStatusError`s,
+since they have no status; they remain `ServiceError`s. A 5xx is an
+`InternalServerError`, still a `ServiceError` and an `APIStatusError`.
 
 Every error carries ``status_code``, ``error`` (the service's own ``error`` text, if any)
-and ``model``. None of them ever holds the API key: messages are built from the model
-name, the status and the service's text, and the key is scrubbed from that text too.
+and ``model``; status errors also carry ``request_id`` (the response's ``x-request-id``).
+None of them ever holds the API key: messages are built from the model name, the status
+and the service's text, and the key is scrubbed from that text too. None is chained to an
+httpx exception, whose frames hold the request headers.
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "APIConnectionError",
+    "APIError",
     "APIStatusError",
+    "APITimeoutError",
     "AuthenticationError",
     "ConfigurationError",
     "CorruptSparseVectorError",
+    "DenseOnlyModelError",
     "EmbeddingError",
+    "HybridError",
     "HybridLayoutError",
     "HybridSyncError",
+    "InternalServerError",
     "InvalidInputError",
     "InvalidRequestError",
     "InvalidResponseError",
@@ -57,6 +81,7 @@ class EmbeddingError(Exception):
         status_code: HTTP status of the response that caused it, if there was one.
         error: The service's ``error`` text, if the response carried one.
         model: The model the request was for, if known.
+        request_id: The response's ``x-request-id``, if it had one.
     """
 
     def __init__(
@@ -66,12 +91,14 @@ class EmbeddingError(Exception):
         status_code: int | None = None,
         error: str | None = None,
         model: str | None = None,
+        request_id: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.status_code = status_code
         self.error = error
         self.model = model
+        self.request_id = request_id
 
     def __repr__(self) -> str:
         return (
@@ -80,11 +107,20 @@ class EmbeddingError(Exception):
         )
 
     def __reduce__(self) -> tuple[object, ...]:
-        # Keyword-only attributes survive pickling (multiprocessing, pytest-xdist).
-        return (_rebuild, (type(self), self.message, self.__dict__.copy()))
+        # Keyword-only attributes survive pickling (multiprocessing, pytest-xdist). The
+        # package's own classes travel by name, looked up in this module, so pickling
+        # does not depend on their public `__module__`.
+        cls = type(self)
+        ref: str | type[EmbeddingError] = (
+            cls.__name__ if globals().get(cls.__name__) is cls else cls
+        )
+        return (_rebuild, (ref, self.message, self.__dict__.copy()))
 
 
-def _rebuild(cls: type[EmbeddingError], message: str, state: dict[str, object]) -> EmbeddingError:
+def _rebuild(
+    ref: str | type[EmbeddingError], message: str, state: dict[str, object]
+) -> EmbeddingError:
+    cls: type[EmbeddingError] = globals()[ref] if isinstance(ref, str) else ref
     err = cls.__new__(cls)
     Exception.__init__(err, message)
     err.__dict__.update(state)
@@ -96,15 +132,43 @@ class ConfigurationError(EmbeddingError, ValueError):
 
 
 class MissingAPIKeyError(ConfigurationError):
-    """No API key: none given, none in the environment variable, none in a CloudClient."""
+    """No API key for this URL.
+
+    None was given, none is in the environment variable or a CloudClient; or the function
+    was rebuilt from a stored config whose URL the key found may not go to (raised by its
+    first call, naming the URL and how to allow it).
+    """
 
 
 class InvalidInputError(EmbeddingError, ValueError):
     """Bad input to a call: not a non-empty list of strings. Raised before any request."""
 
 
-class APIStatusError(EmbeddingError):
-    """The service answered with an error status."""
+class APIError(EmbeddingError):
+    """A call to the service failed: no response, an error status, or a broken body."""
+
+
+class ServiceError(APIError):
+    """The service failed or could not be reached; worth trying again later.
+
+    Raised as one of its subclasses: `APIConnectionError` (`APITimeoutError`) or
+    `InternalServerError`.
+    """
+
+
+class APIConnectionError(ServiceError):
+    """No response: the connection was refused or reset, DNS or TLS failed.
+
+    ``status_code`` is ``None``; the message ends with the last failure's type and text.
+    """
+
+
+class APITimeoutError(APIConnectionError):
+    """An attempt ran past its ``timeout`` deadline (connect included), after retries."""
+
+
+class APIStatusError(APIError):
+    """The service answered with an error status (``status_code``, ``request_id``)."""
 
 
 class InvalidRequestError(APIStatusError):
@@ -115,7 +179,7 @@ class InvalidRequestError(APIStatusError):
 
 
 class AuthenticationError(APIStatusError):
-    """401: the API key is missing or wrong."""
+    """401 or 403: the API key is missing or wrong."""
 
 
 class RateLimitError(APIStatusError):
@@ -132,33 +196,51 @@ class RateLimitError(APIStatusError):
         status_code: int | None = None,
         error: str | None = None,
         model: str | None = None,
+        request_id: str | None = None,
         retry_after: float | None = None,
     ) -> None:
-        super().__init__(message, status_code=status_code, error=error, model=model)
+        super().__init__(
+            message, status_code=status_code, error=error, model=model, request_id=request_id
+        )
         self.retry_after = retry_after
 
 
 class UnsupportedModelError(APIStatusError):
-    """The model cannot produce sparse embeddings (501, or a dense-only model in the catalog)."""
+    """501: the service cannot produce sparse embeddings with this model.
+
+    A dense-only model of the catalog is refused at construction with
+    `DenseOnlyModelError`, a subclass, so ``except UnsupportedModelError`` catches both.
+    """
 
 
-class ServiceError(APIStatusError):
-    """5xx after retries, or the service could not be reached (connection error, timeout)."""
+class DenseOnlyModelError(ConfigurationError, UnsupportedModelError):
+    """A dense-only model of the catalog, refused at construction (no request sent)."""
 
 
-class InvalidResponseError(EmbeddingError):
-    """A successful status whose body breaks the contract. Nothing partial is returned."""
+class InternalServerError(ServiceError, APIStatusError):
+    """5xx other than 501, or 408, after all retries."""
 
 
-class UnsupportedSearchError(InvalidInputError):
+class InvalidResponseError(APIError):
+    """A successful status whose body breaks the contract, or exceeds the size cap.
+
+    Nothing partial is returned.
+    """
+
+
+class HybridError(EmbeddingError):
+    """Base of the errors of hybrid search on a collection."""
+
+
+class UnsupportedSearchError(HybridError, InvalidInputError):
     """A ``Search`` uses something embedded Chroma cannot run locally; the message names it."""
 
 
-class HybridLayoutError(ConfigurationError):
+class HybridLayoutError(HybridError, ConfigurationError):
     """A collection is not a hybrid collection, or its stored layout cannot be used."""
 
 
-class CorruptSparseVectorError(EmbeddingError, ValueError):
+class CorruptSparseVectorError(HybridError, ValueError):
     """A stored string is not a valid encoded sparse vector.
 
     Attributes:
@@ -170,5 +252,12 @@ class CorruptSparseVectorError(EmbeddingError, ValueError):
         self.record = record
 
 
-class HybridSyncError(EmbeddingError):
+class HybridSyncError(HybridError):
     """The collection kept changing under a search; retry it."""
+
+
+# Tracebacks and reprs show the public path, `chroma_sparse_ef.RateLimitError`, as httpx
+# does for its exceptions.
+for _name in __all__:
+    globals()[_name].__module__ = "chroma_sparse_ef"
+del _name

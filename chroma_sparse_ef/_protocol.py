@@ -23,10 +23,10 @@ from chromadb.base_types import SparseVector
 from ._exceptions import (
     APIStatusError,
     AuthenticationError,
+    InternalServerError,
     InvalidRequestError,
     InvalidResponseError,
     RateLimitError,
-    ServiceError,
     UnsupportedModelError,
 )
 from ._models import MODELS, model_info
@@ -211,6 +211,7 @@ def error_for_status(
     api_key: str | None,
     api_key_env_var: str,
     retry_after: float | None = None,
+    request_id: str | None = None,
 ) -> APIStatusError:
     """Build the typed error for an error status. The API key never reaches the message.
 
@@ -221,6 +222,7 @@ def error_for_status(
         api_key: The key, only to scrub it from the service's text.
         api_key_env_var: Named in the 401 hint.
         retry_after: The service's Retry-After hint in seconds, for `RateLimitError`.
+        request_id: The response's ``x-request-id``, kept on the error for support.
 
     Returns:
         An `APIStatusError` subclass matching the status.
@@ -239,6 +241,7 @@ def error_for_status(
             status_code=status,
             error=error,
             model=model,
+            request_id=request_id,
         )
     if status in (401, 403):
         return AuthenticationError(
@@ -247,6 +250,7 @@ def error_for_status(
             status_code=status,
             error=error,
             model=model,
+            request_id=request_id,
         )
     if status == 413:
         return InvalidRequestError(
@@ -254,6 +258,7 @@ def error_for_status(
             status_code=status,
             error=error,
             model=model,
+            request_id=request_id,
         )
     if status == 429:
         suffix = "" if retry_after is None else f"; the service asks to wait {retry_after:g} s"
@@ -262,6 +267,7 @@ def error_for_status(
             status_code=status,
             error=error,
             model=model,
+            request_id=request_id,
             retry_after=retry_after,
         )
     if status == 501:
@@ -270,13 +276,15 @@ def error_for_status(
             status_code=status,
             error=error,
             model=model,
+            request_id=request_id,
         )
     if status >= 500 or status == 408:
-        return ServiceError(
+        return InternalServerError(
             f"the service failed for {where} ({status}): {error}",
             status_code=status,
             error=error,
             model=model,
+            request_id=request_id,
         )
     if status == 404:
         return InvalidRequestError(
@@ -284,6 +292,7 @@ def error_for_status(
             status_code=status,
             error=error,
             model=model,
+            request_id=request_id,
         )
     if 400 <= status < 500:
         return InvalidRequestError(
@@ -291,10 +300,12 @@ def error_for_status(
             status_code=status,
             error=error,
             model=model,
+            request_id=request_id,
         )
     return APIStatusError(
         f"unexpected status {status} for {where}: {error}",
         status_code=status,
         error=error,
         model=model,
+        request_id=request_id,
     )

@@ -254,3 +254,49 @@ def test_full_config_update_with_equal_settings_is_allowed() -> None:
         api_key="k", base_url="https://e.test", task="t", batch_size=5
     )
     new.validate_config_update(old.get_config(), new.get_config())
+
+
+def test_shipped_json_schema_is_the_one_derived_from_settings() -> None:
+    """schemas/chroma_sparse_ef.json equals what `Settings` declares. To update it:
+    python -c "import json; from chroma_sparse_ef._config import config_schema;
+    print(json.dumps(config_schema(), indent=2))" > chroma_sparse_ef/schemas/chroma_sparse_ef.json
+    """
+    from chroma_sparse_ef._config import config_schema, shipped_schema
+
+    assert shipped_schema() == config_schema()
+
+
+def test_every_setting_is_persisted_and_rebuilt_from_one_declaration() -> None:
+    """Each Settings field is a schema property, and a config with every field set
+    rebuilds the same Settings: nothing is listed twice by hand."""
+    from dataclasses import fields
+
+    from chroma_sparse_ef._config import Settings, config_schema
+
+    names = [f.name for f in fields(Settings)]
+    assert list(config_schema()["properties"]) == names
+    settings = Settings(
+        model="BAAI/bge-m3",
+        query_model="BAAI/bge-m3",
+        api_key_env_var="MY_KEY",
+        base_url="https://embed.example.test",
+        instructions="find",
+        query_instructions="ask",
+        fetch_labels=True,
+        batch_size=7,
+        max_concurrency=3,
+        max_retries=5,
+        timeout=12.5,
+    )
+    config = settings.to_config()
+    assert set(config) == set(names) - {"task"}
+    assert Settings.from_config(config) == settings
+
+
+def test_the_environment_is_read_once_at_construction(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CHROMA_EMBED_URL changing later moves neither requests nor `base_url`."""
+    monkeypatch.setenv("CHROMA_EMBED_URL", "http://127.0.0.1:9001")
+    ef = ChromaSparseEmbeddingFunction()
+    monkeypatch.setenv("CHROMA_EMBED_URL", "http://127.0.0.1:9002")
+    assert ef.base_url == "http://127.0.0.1:9001"
+    assert ef._core.url == "http://127.0.0.1:9001/embed_sparse"

@@ -56,12 +56,19 @@ def make(service: FakeService, sleeps: list[float]) -> Factory:
             async_http_client=httpx.AsyncClient(transport=httpx.MockTransport(service)),
             **kwargs,
         )
-        ef._sleep = sleeps.append
+        # A fake monotonic clock that only sleeping moves: waits are recorded, not slept.
+        now = [1000.0]
+
+        def fake_sleep(delay: float) -> None:
+            sleeps.append(delay)
+            now[0] += delay
 
         async def fake_async_sleep(delay: float) -> None:
-            sleeps.append(delay)
+            fake_sleep(delay)
 
+        ef._sleep = fake_sleep
         ef._async_sleep = fake_async_sleep
+        ef._core.monotonic = lambda: now[0]
         ef._core.random = lambda: 0.0
         return ef
 

@@ -17,6 +17,7 @@ from chroma_sparse_ef import (
     ServiceError,
     UnsupportedModelError,
 )
+from chroma_sparse_ef._exceptions import InternalServerError
 from chroma_sparse_ef._protocol import build_body, error_for_status, parse_response
 
 
@@ -180,9 +181,9 @@ class TestErrorForStatus:
             (422, InvalidRequestError),
             (429, RateLimitError),
             (501, UnsupportedModelError),
-            (500, ServiceError),
-            (503, ServiceError),
-            (408, ServiceError),
+            (500, InternalServerError),
+            (503, InternalServerError),
+            (408, InternalServerError),
             (302, APIStatusError),
         ],
     )
