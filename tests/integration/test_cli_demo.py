@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from chroma_sparse_ef import HybridCollection
+from chroma_sparse_ef._demo import _server_serves_bm25
 from chroma_sparse_ef.cli import app
+from chroma_sparse_ef.testing import run_local_server
+
+#: Whether this checkout's HybridCollection has the `bm25` option (issue 11, item 1).
+HAS_BM25_OPTION = "bm25" in inspect.signature(HybridCollection.get_or_create).parameters
 
 
 @pytest.fixture
@@ -34,6 +41,8 @@ def test_demo_ingests_and_compares_the_three_modes_offline(
     for column in ("dense", "sparse (matching tokens)", "hybrid (rank in dense · sparse)"):
         assert column in out
     assert "argparse" in out, "the command-line query should find argparse"
+    assert "ingesting: BM25 sparse + hashing dense" in out, "one bar, named for what runs"
+    assert "Splade_PP" not in out, "the local server computes BM25, not SPLADE"
 
     again = runner.invoke(
         app, ["demo", "--path", str(tmp_path / "db"), "--limit", "150", "--top", "3"]
@@ -83,3 +92,33 @@ def test_demo_path_that_is_a_file_is_one_clear_line(runner: CliRunner, tmp_path:
     result = runner.invoke(app, ["demo", "--path", str(target), "--limit", "5"])
     assert result.exit_code == 1
     assert f"{target} is a file" in result.output
+
+
+def test_demo_says_how_the_bm25_leg_is_ranked(runner: CliRunner, tmp_path: Path) -> None:
+    """The local server serves BM25: the demo opens the collection with bm25=True where
+    HybridCollection offers it, and otherwise says that BM25 runs without IDF."""
+    result = runner.invoke(
+        app, ["demo", "--path", str(tmp_path / "db"), "--limit", "20", "--top", "1"]
+    )
+    assert result.exit_code == 0, result.output
+    if HAS_BM25_OPTION:
+        assert "ranked with Chroma Cloud's BM25 IDF (bm25=True)" in result.output
+    else:
+        assert "ranked by term weights alone (no IDF in this version)" in result.output
+
+
+def test_the_local_server_is_recognised_as_serving_bm25() -> None:
+    """/healthz of the package's own server routes the demo's model to its BM25 backend."""
+    with run_local_server() as server:
+        assert _server_serves_bm25(server.url, "prithivida/Splade_PP_en_v1")
+        assert not _server_serves_bm25(server.url, "Qwen/Qwen3-Embedding-0.6B")
+
+
+def test_a_server_without_healthz_is_not_taken_for_bm25() -> None:
+    """Nothing listening: no claim of BM25, and no error."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        assert not _server_serves_bm25(f"http://127.0.0.1:{port}", "prithivida/Splade_PP_en_v1")
