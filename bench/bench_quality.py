@@ -52,6 +52,7 @@ import chromadb
 from chromadb.utils.embedding_functions import ChromaBm25EmbeddingFunction
 
 from chroma_sparse_ef import HybridCollection, default_dense_function, stdlib_docstrings
+from chroma_sparse_ef._progress import progress_bar
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "02_hybrid_search.ipynb"
 #: Positions looked at: MRR@10 and recall@10.
@@ -251,8 +252,10 @@ def main() -> None:
     start = time.perf_counter()
     texts = [d[1] for d in docs]
     vectors: list[Any] = []
-    for i in range(0, len(texts), DENSE_BATCH):
-        vectors.extend(dense.function(texts[i : i + DENSE_BATCH]))
+    with progress_bar(True, len(texts), f"dense embedding ({dense.name})") as bar:
+        for i in range(0, len(texts), DENSE_BATCH):
+            vectors.extend(dense.function(texts[i : i + DENSE_BATCH]))
+            bar.update(len(texts[i : i + DENSE_BATCH]))
     dense_s = time.perf_counter() - start
 
     idf_available = has_bm25_option()
