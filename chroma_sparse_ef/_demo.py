@@ -28,6 +28,7 @@ from ._corpus import stdlib_docstrings
 from ._dense import DenseChoice, default_dense_function
 from ._embedding_function import ChromaSparseEmbeddingFunction
 from ._exceptions import ConfigurationError
+from ._hashing import HASHING_FUNCTION_NAME
 from ._models import DEFAULT_MODEL
 from ._progress import progress_bar
 
@@ -132,7 +133,6 @@ def open_setup(
         # Built once the URL is in the environment, which it reads at construction. The
         # demo draws one bar for the whole ingest, so the function draws none.
         sparse = ChromaSparseEmbeddingFunction(fetch_labels=True)
-        dense = default_dense_function()
 
         cloud = bool(key and os.environ.get("CHROMA_TENANT") and os.environ.get("CHROMA_DATABASE"))
         client: Any
@@ -150,6 +150,10 @@ def open_setup(
             if fresh:
                 with contextlib.suppress(Exception):
                     client.delete_collection(name)
+        # An existing collection is searched with the dense function it was built with:
+        # a query embedded by another model would be compared with vectors it never made.
+        stored = None if create else _stored_dense(client, name)
+        dense = stored or default_dense_function()
         if create:
             options: dict[str, Any] = {}
             if serves_bm25 and _accepts_bm25(HybridCollection.get_or_create):
@@ -179,6 +183,30 @@ def open_setup(
                 None: "; ranked by term weights alone (no IDF in this version)",
             }[bm25]
         yield Setup(collection, dense, sparse_source, chroma_source, sparse_kind, bm25)
+
+
+def _stored_dense(client: Any, name: str) -> DenseChoice | None:
+    """The dense function collection `name` was built with, if it is one the demo knows."""
+    try:
+        function = client.get_collection(name).configuration.get("embedding_function")
+    except Exception:
+        # No such collection (reported when it is opened), or no readable configuration.
+        return None
+    stored = getattr(function, "name", lambda: None)()
+    kinds = {
+        HASHING_FUNCTION_NAME: "hashing",
+        "default": "default",
+        "onnx_mini_lm_l6_v2": "default",
+    }
+    kind = kinds.get(stored) if isinstance(stored, str) else None
+    if kind is None:
+        return None
+    # Its name and kind as `default_dense_function` gives them; the function chromadb
+    # rebuilt from the stored config, so every parameter is the one the vectors had.
+    template = default_dense_function("hashing" if kind == "hashing" else "default")
+    return DenseChoice(
+        function, template.name, f"the collection {name!r} was built with it", template.kind
+    )
 
 
 def _server_serves_bm25(url: str, model: str) -> bool:

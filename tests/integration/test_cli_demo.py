@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import inspect
+import socket
 from pathlib import Path
 
 import pytest
+from chromadb.utils.embedding_functions.onnx_mini_lm_l6_v2 import ONNXMiniLM_L6_V2
 from typer.testing import CliRunner
 
 from chroma_sparse_ef import HybridCollection
@@ -116,9 +118,33 @@ def test_the_local_server_is_recognised_as_serving_bm25() -> None:
 
 def test_a_server_without_healthz_is_not_taken_for_bm25() -> None:
     """Nothing listening: no claim of BM25, and no error."""
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
         assert not _server_serves_bm25(f"http://127.0.0.1:{port}", "prithivida/Splade_PP_en_v1")
+
+
+def test_search_uses_the_dense_function_the_collection_was_built_with(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A collection built with hashing is searched with hashing, even when Chroma's model
+    is preferred now: a MiniLM query against hashing vectors would rank noise."""
+    db = str(tmp_path / "db")
+    assert runner.invoke(app, ["demo", "--path", db, "--limit", "150", "--top", "1"]).exit_code == 0
+    monkeypatch.setenv("CHROMA_SPARSE_EF_DENSE", "default")
+    # Were the stored function ignored, chromadb would try to download its model for the
+    # query: point it at an empty cache and a refused loopback port, never the network.
+    monkeypatch.setattr(ONNXMiniLM_L6_V2, "DOWNLOAD_PATH", tmp_path / "model-cache")
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        monkeypatch.setattr(
+            ONNXMiniLM_L6_V2, "MODEL_DOWNLOAD_URL", f"http://127.0.0.1:{port}/onnx.tar.gz"
+        )
+        result = runner.invoke(app, ["search", "parse command line arguments", "--path", db])
+    assert result.exit_code == 0, result.output
+    assert (
+        "offline hashing embedding (lexical, not semantic): the collection 'stdlib_docs' "
+        "was built with it" in result.output
+    )
+    assert "argparse" in result.output
