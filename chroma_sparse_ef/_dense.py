@@ -251,19 +251,20 @@ def _fetch_model(
     """Download the model archive from `url` and install its files as `dest`, or nothing.
 
     Raises:
-        _FetchFailed: Any failure (network, deadline, checksum, archive); everything
-            written so far has been removed, and `dest` is as it was.
+        _FetchFailed: Any failure (network, deadline, checksum, archive, file system);
+            everything written so far has been removed, and `dest` never holds a
+            partial model.
     """
     import httpx
 
     parent = dest.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
+        # Temporary names in the cache's own folder: the final rename stays on one
+        # filesystem (atomic), and chromadb never looks at dot-prefixed names.
+        workdir = Path(tempfile.mkdtemp(prefix=".chroma-sparse-ef-fetch-", dir=parent))
     except OSError as exc:
-        raise _FetchFailed(_one_line(exc)) from exc
-    # Temporary names in the cache's own folder: the final rename stays on one
-    # filesystem (atomic), and chromadb never looks at dot-prefixed names.
-    workdir = Path(tempfile.mkdtemp(prefix=".chroma-sparse-ef-fetch-", dir=parent))
+        raise _FetchFailed(f"cannot write to {parent}: {_one_line(exc)}") from exc
     try:
         archive = workdir / "model.tar.gz"
         timeout = httpx.Timeout(stall_timeout_s, connect=DENSE_FETCH_CONNECT_TIMEOUT_S)
@@ -281,7 +282,10 @@ def _fetch_model(
         missing = _missing_files(model)
         if missing:
             raise _FetchFailed(f"the archive lacks {', '.join(missing)}")
-        _install(model, dest, workdir)
+        try:
+            _install(model, dest, workdir)
+        except OSError as exc:
+            raise _FetchFailed(f"cannot install into {dest}: {_one_line(exc)}") from exc
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -367,7 +371,7 @@ def _install(model: Path, dest: Path, workdir: Path) -> None:
         os.replace(dest, workdir / "stale")
     try:
         os.replace(model, dest)
-    except OSError as exc:
+    except OSError:
         if dest.is_dir() and not _missing_files(dest):
             return  # another process won the race with a complete model
-        raise _FetchFailed(_one_line(exc)) from exc
+        raise

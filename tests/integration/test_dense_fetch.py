@@ -329,3 +329,19 @@ def test_a_process_killed_mid_download_leaves_no_usable_looking_cache(
     choice = default_dense_function(progress=False)
     assert choice.kind == "default"
     assert sorted(p.name for p in cache.iterdir()) == sorted(CHROMA_DEFAULT_MODEL_FILES)
+
+
+def test_a_cache_folder_that_cannot_be_written_falls_back_without_a_request(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """chromadb's cache path is taken by a file: hashing, saying where it could not write."""
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the cache folder should be")
+    monkeypatch.setattr(ONNXMiniLM_L6_V2, "DOWNLOAD_PATH", blocked)
+    monkeypatch.setattr(ONNXMiniLM_L6_V2, "MODEL_DOWNLOAD_URL", server.url)
+    serve(server, monkeypatch, model_archive())
+    choice = default_dense_function(progress=False)
+    assert choice.kind == "hashing"
+    assert f"cannot write to {blocked}" in choice.reason
+    assert server.behaviour.requests == []
+    assert blocked.read_text() == "a file where the cache folder should be"
