@@ -154,8 +154,8 @@ def open_setup(
         # a query embedded by another model would be compared with vectors it never made.
         stored = None if create else _stored_dense(client, name)
         dense = stored or default_dense_function()
+        options: dict[str, Any] = {}
         if create:
-            options: dict[str, Any] = {}
             if serves_bm25 and _accepts_bm25(HybridCollection.get_or_create):
                 options["bm25"] = True
             collection = HybridCollection.get_or_create(
@@ -176,6 +176,8 @@ def open_setup(
                     "first, or pass --collection"
                 ) from exc
         bm25 = _bm25_of(collection)
+        if bm25 is None and "bm25" in options:
+            bm25 = bool(options["bm25"])
         if sparse_kind == "BM25":
             sparse_source += {
                 True: "; ranked with Chroma Cloud's BM25 IDF (bm25=True)",
