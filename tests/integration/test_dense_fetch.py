@@ -345,3 +345,20 @@ def test_a_cache_folder_that_cannot_be_written_falls_back_without_a_request(
     assert f"cannot write to {blocked}" in choice.reason
     assert server.behaviour.requests == []
     assert blocked.read_text() == "a file where the cache folder should be"
+
+
+def test_an_archive_with_a_path_outside_the_cache_is_refused(
+    server: Server, cache: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A member named ``../escape`` is never written outside the temporary folder."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        info = tarfile.TarInfo("../../escape.txt")
+        info.size = 4
+        tar.addfile(info, io.BytesIO(b"evil"))
+    serve(server, monkeypatch, buffer.getvalue())
+    choice = default_dense_function(progress=False)
+    assert choice.kind == "hashing"
+    assert "unreadable archive" in choice.reason or "unsafe entry" in choice.reason
+    assert not list(tmp_path.rglob("escape.txt"))
+    assert_no_broken_cache(cache)
