@@ -103,6 +103,12 @@ class Server:
     behaviour: Behaviour
 
 
+@pytest.fixture(autouse=True)
+def _auto_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests exercise `auto`, whatever the environment pins for the rest of the suite."""
+    monkeypatch.delenv(DENSE_ENV_VAR, raising=False)
+
+
 @pytest.fixture
 def server() -> Iterator[Server]:
     """A real HTTP server on 127.0.0.1 whose answer each test sets."""
