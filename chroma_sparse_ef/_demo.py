@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ._constants import BASE_URL_ENV_VAR, DEFAULT_API_KEY_ENV_VAR
 from ._corpus import stdlib_docstrings
-from ._dense import DenseChoice, default_dense_function
+from ._dense import CHROMA_DEFAULT_MODEL, DENSE_ENV_VAR, DenseChoice, default_dense_function
 from ._embedding_function import ChromaSparseEmbeddingFunction
 from ._exceptions import ConfigurationError
 from ._hashing import HASHING_FUNCTION_NAME
@@ -205,7 +205,15 @@ def _stored_dense(client: Any, name: str) -> DenseChoice | None:
         return None
     # Its name and kind as `default_dense_function` gives them; the function chromadb
     # rebuilt from the stored config, so every parameter is the one the vectors had.
-    template = default_dense_function("hashing" if kind == "hashing" else "default")
+    # Chroma's model goes through the bounded, clean fetch of `auto`, not chromadb's.
+    template = default_dense_function("hashing" if kind == "hashing" else "auto")
+    if template.kind != kind:
+        # Without the hint to use hashing: it cannot search vectors MiniLM made.
+        why = template.reason.split(f"; set {DENSE_ENV_VAR}")[0]
+        raise ConfigurationError(
+            f"the collection {name!r} was built with {CHROMA_DEFAULT_MODEL}, which cannot "
+            f"run here: {why}"
+        )
     return DenseChoice(
         function, template.name, f"the collection {name!r} was built with it", template.kind
     )

@@ -6,11 +6,14 @@ import inspect
 import socket
 from pathlib import Path
 
+import chromadb
+import numpy as np
 import pytest
+from chromadb.api.types import DefaultEmbeddingFunction
 from chromadb.utils.embedding_functions.onnx_mini_lm_l6_v2 import ONNXMiniLM_L6_V2
 from typer.testing import CliRunner
 
-from chroma_sparse_ef import HybridCollection
+from chroma_sparse_ef import ChromaSparseEmbeddingFunction, HybridCollection
 from chroma_sparse_ef._demo import _server_serves_bm25
 from chroma_sparse_ef.cli import app
 from chroma_sparse_ef.testing import run_local_server
@@ -148,3 +151,38 @@ def test_search_uses_the_dense_function_the_collection_was_built_with(
         "was built with it" in result.output
     )
     assert "argparse" in result.output
+
+
+def test_search_of_a_minilm_collection_without_the_model_is_one_clear_line(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Built with Chroma's default model, searched where it is neither cached nor
+    fetchable: one line naming the model and the failure, no traceback, no hashing."""
+    db = tmp_path / "db"
+    with run_local_server() as server:
+        collection = HybridCollection.get_or_create(
+            chromadb.PersistentClient(path=str(db)),
+            "stdlib_docs",
+            sparse_embedding_function=ChromaSparseEmbeddingFunction(base_url=server.url),
+            embedding_function=DefaultEmbeddingFunction(),
+        )
+        # Dense vectors given, so chromadb never runs (or downloads) the model here.
+        vectors = np.random.default_rng(0).standard_normal((2, 384)).astype(np.float32)
+        collection.add(
+            ids=["a", "b"], documents=["parse arguments", "hash data"], embeddings=vectors
+        )
+        collection.close()
+    monkeypatch.setattr(ONNXMiniLM_L6_V2, "DOWNLOAD_PATH", tmp_path / "model-cache")
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        monkeypatch.setattr(
+            ONNXMiniLM_L6_V2, "MODEL_DOWNLOAD_URL", f"http://127.0.0.1:{port}/onnx.tar.gz"
+        )
+        result = runner.invoke(app, ["search", "parse", "--path", str(db)])
+    assert result.exit_code == 1
+    assert "the collection 'stdlib_docs' was built with all-MiniLM-L6-v2" in result.output
+    assert "could not fetch" in result.output
+    assert "CHROMA_SPARSE_EF_DENSE=hashing" not in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "model-cache" / "onnx").exists()
