@@ -3,16 +3,19 @@
 What runs is decided from the environment and said in the output:
 
 - sparse vectors: the hosted service when ``CHROMA_API_KEY`` is set (SPLADE), else the
-  local server started in-process (BM25 vectors, announced as such);
+  local server started in-process (BM25 vectors, announced as such; the collection is
+  then opened with ``bm25=True`` when `HybridCollection` offers it, so BM25 is ranked
+  with Chroma Cloud's IDF);
 - Chroma: a Chroma Cloud collection when ``CHROMA_API_KEY``, ``CHROMA_TENANT`` and
   ``CHROMA_DATABASE`` are all set, else a PersistentClient under a printed path;
-- dense vectors: Chroma's default model when it is cached, else the offline hashing
-  embedding (`default_dense_function` says which and why).
+- dense vectors: Chroma's default model when it is cached or can be fetched, else the
+  offline hashing embedding (`default_dense_function` says which and why, in one line).
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -22,9 +25,12 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ._constants import BASE_URL_ENV_VAR, DEFAULT_API_KEY_ENV_VAR
 from ._corpus import stdlib_docstrings
-from ._dense import DenseChoice, default_dense_function
+from ._dense import CHROMA_DEFAULT_MODEL, DENSE_ENV_VAR, DenseChoice, default_dense_function
 from ._embedding_function import ChromaSparseEmbeddingFunction
 from ._exceptions import ConfigurationError
+from ._hashing import HASHING_FUNCTION_NAME
+from ._models import DEFAULT_MODEL
+from ._progress import progress_bar
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -54,16 +60,31 @@ DEMO_QUERIES = (
     "decode base64 encoded bytes",
 )
 Mode = Literal["dense", "sparse", "hybrid"]
+#: Documents per `upsert` during the demo's ingest: the progress bar moves this often,
+#: and each call still fills several of the sparse function's 100-text requests, which
+#: it sends concurrently.
+INGEST_CHUNK = 500
+#: Seconds to wait for the local server's ``/healthz`` (it runs in this process).
+HEALTH_TIMEOUT_S = 5.0
 
 
 @dataclass
 class Setup:
-    """What the demo runs on, and the sentences that say so."""
+    """What the demo runs on, and the sentences that say so.
+
+    Attributes:
+        sparse_kind: What the sparse vectors are, in two words for the progress bar
+            (``"BM25"`` or ``"SPLADE"``).
+        bm25: Whether the collection ranks its sparse leg with Cloud's BM25 IDF; None
+            when this version of `HybridCollection` has no such option.
+    """
 
     collection: HybridCollection
     dense: DenseChoice
     sparse_source: str
     chroma_source: str
+    sparse_kind: str = "SPLADE"
+    bm25: bool | None = None
 
 
 @contextlib.contextmanager
@@ -93,8 +114,10 @@ def open_setup(
 
     with contextlib.ExitStack() as stack:
         key = None if local else os.environ.get(DEFAULT_API_KEY_ENV_VAR)
+        serves_bm25 = False
         if key:
             sparse_source = "Chroma's hosted embedding service (SPLADE): CHROMA_API_KEY is set"
+            sparse_kind = "SPLADE"
         else:
             from .testing import run_local_server
 
@@ -103,9 +126,13 @@ def open_setup(
             # the collection, so `search` can reopen it later on another port.
             stack.enter_context(_env(BASE_URL_ENV_VAR, server.url))
             reason = "--local" if local else "no CHROMA_API_KEY"
-            sparse_source = f"local server at {server.url} ({reason}): BM25 vectors, not SPLADE"
-        sparse = ChromaSparseEmbeddingFunction(fetch_labels=True, progress=True)
-        dense = default_dense_function()
+            serves_bm25 = _server_serves_bm25(server.url, DEFAULT_MODEL)
+            sparse_kind = "BM25" if serves_bm25 else "local"
+            what = "BM25 vectors" if serves_bm25 else "vectors from its backend"
+            sparse_source = f"local server at {server.url} ({reason}): {what}, not SPLADE"
+        # Built once the URL is in the environment, which it reads at construction. The
+        # demo draws one bar for the whole ingest, so the function draws none.
+        sparse = ChromaSparseEmbeddingFunction(fetch_labels=True)
 
         cloud = bool(key and os.environ.get("CHROMA_TENANT") and os.environ.get("CHROMA_DATABASE"))
         client: Any
@@ -123,9 +150,20 @@ def open_setup(
             if fresh:
                 with contextlib.suppress(Exception):
                     client.delete_collection(name)
+        # An existing collection is searched with the dense function it was built with:
+        # a query embedded by another model would be compared with vectors it never made.
+        stored = None if create else _stored_dense(client, name)
+        dense = stored or default_dense_function()
+        options: dict[str, Any] = {}
         if create:
+            if serves_bm25 and _accepts_bm25(HybridCollection.get_or_create):
+                options["bm25"] = True
             collection = HybridCollection.get_or_create(
-                client, name, sparse_embedding_function=sparse, embedding_function=dense.function
+                client,
+                name,
+                sparse_embedding_function=sparse,
+                embedding_function=dense.function,
+                **options,
             )
         else:
             from chromadb.errors import NotFoundError
@@ -137,7 +175,77 @@ def open_setup(
                     f"no collection {name!r} in {chroma_source}: run `chroma-sparse-ef demo` "
                     "first, or pass --collection"
                 ) from exc
-        yield Setup(collection, dense, sparse_source, chroma_source)
+        bm25 = _bm25_of(collection)
+        if bm25 is None and "bm25" in options:
+            bm25 = bool(options["bm25"])
+        if sparse_kind == "BM25":
+            sparse_source += {
+                True: "; ranked with Chroma Cloud's BM25 IDF (bm25=True)",
+                False: "; ranked by term weights alone, without IDF (bm25=False)",
+                None: "; ranked by term weights alone (no IDF in this version)",
+            }[bm25]
+        yield Setup(collection, dense, sparse_source, chroma_source, sparse_kind, bm25)
+
+
+def _stored_dense(client: Any, name: str) -> DenseChoice | None:
+    """The dense function collection `name` was built with, if it is one the demo knows."""
+    try:
+        function = client.get_collection(name).configuration.get("embedding_function")
+    except Exception:
+        # No such collection (reported when it is opened), or no readable configuration.
+        return None
+    stored = getattr(function, "name", lambda: None)()
+    kinds = {
+        HASHING_FUNCTION_NAME: "hashing",
+        "default": "default",
+        "onnx_mini_lm_l6_v2": "default",
+    }
+    kind = kinds.get(stored) if isinstance(stored, str) else None
+    if kind is None:
+        return None
+    # Its name and kind as `default_dense_function` gives them; the function chromadb
+    # rebuilt from the stored config, so every parameter is the one the vectors had.
+    # Chroma's model goes through the bounded, clean fetch of `auto`, not chromadb's.
+    template = default_dense_function("hashing" if kind == "hashing" else "auto")
+    if template.kind != kind:
+        # Without the hint to use hashing: it cannot search vectors MiniLM made.
+        why = template.reason.split(f"; set {DENSE_ENV_VAR}")[0]
+        raise ConfigurationError(
+            f"the collection {name!r} was built with {CHROMA_DEFAULT_MODEL}, which cannot "
+            f"run here: {why}"
+        )
+    return DenseChoice(
+        function, template.name, f"the collection {name!r} was built with it", template.kind
+    )
+
+
+def _server_serves_bm25(url: str, model: str) -> bool:
+    """Whether the local server's ``/healthz`` routes `model` to its BM25 backend."""
+    import httpx
+
+    try:
+        health = httpx.get(f"{url.rstrip('/')}/healthz", timeout=HEALTH_TIMEOUT_S).json()
+    except (httpx.HTTPError, ValueError):
+        return False
+    explicit = health.get("bm25") if isinstance(health, dict) else None
+    if isinstance(explicit, bool):
+        return explicit
+    routes = health.get("models") if isinstance(health, dict) else None
+    return isinstance(routes, dict) and routes.get(model) == "bm25"
+
+
+def _accepts_bm25(method: Any) -> bool:
+    # The `bm25` option (issue 11) arrives in HybridCollection separately; until then the
+    # demo opens collections as before and says that BM25 runs without IDF.
+    try:
+        return "bm25" in inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _bm25_of(collection: HybridCollection) -> bool | None:
+    value = getattr(collection, "bm25", None)
+    return value if isinstance(value, bool) else None
 
 
 @contextlib.contextmanager
@@ -190,11 +298,16 @@ def demo(
         else:
             console.print(f"ingesting {len(docs)} docstrings of the Python standard library ...")
             start = time.perf_counter()
-            collection.upsert(
-                ids=[d.id for d in docs],
-                documents=[d.text for d in docs],
-                metadatas=[{"module": d.module, "kind": d.kind} for d in docs],
-            )
+            desc = f"ingesting: {setup.sparse_kind} sparse + {_short(setup.dense)} dense"
+            with progress_bar(True, len(docs), desc, unit="doc") as bar:
+                for i in range(0, len(docs), INGEST_CHUNK):
+                    chunk = docs[i : i + INGEST_CHUNK]
+                    collection.upsert(
+                        ids=[d.id for d in chunk],
+                        documents=[d.text for d in chunk],
+                        metadatas=[{"module": d.module, "kind": d.kind} for d in chunk],
+                    )
+                    bar.update(len(chunk))
             timings["ingest"] = time.perf_counter() - start
             console.print(f"ingested {len(docs)} documents in {timings['ingest']:.1f} s")
         latencies: list[float] = []
@@ -236,6 +349,10 @@ def search(
         _describe(console, setup)
         results = setup.collection.search(query, limit=top, mode=mode)
         console.print(_table(f"{mode}: {query}", results, mode))
+
+
+def _short(dense: DenseChoice) -> str:
+    return "hashing" if dense.kind == "hashing" else dense.name.split(" (")[0]
 
 
 def _describe(console: Console, setup: Setup) -> None:

@@ -57,6 +57,8 @@ def test_notebook_runs_end_to_end_offline(
 ) -> None:
     """Every cell executes without error against the local server (no key, no network)."""
     # The kernel inherits this environment, which conftest has cleared of CHROMA_* keys.
+    # The hashing dense leg: `auto` would try to download Chroma's default model.
+    monkeypatch.setenv("CHROMA_SPARSE_EF_DENSE", "hashing")
     monkeypatch.chdir(tmp_path)  # notebooks that write files write them here
     notebook = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -37,9 +39,24 @@ def ef() -> HashingEmbeddingFunction:
 
 
 @pytest.fixture
-def model_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Point chromadb's model cache at an empty temporary folder; return its onnx folder."""
+def closed_port() -> Iterator[int]:
+    """A loopback port bound but not listening: a connection to it is refused at once."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
+@pytest.fixture
+def model_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, closed_port: int) -> Path:
+    """chromadb's model cache in an empty temporary folder, its download URL refused.
+
+    Returns the onnx folder. The URL points at a closed loopback port, so a fetch fails
+    at once and never reaches the network.
+    """
     monkeypatch.setattr(ONNXMiniLM_L6_V2, "DOWNLOAD_PATH", tmp_path / "all-MiniLM-L6-v2")
+    monkeypatch.setattr(
+        ONNXMiniLM_L6_V2, "MODEL_DOWNLOAD_URL", f"http://127.0.0.1:{closed_port}/onnx.tar.gz"
+    )
     return tmp_path / "all-MiniLM-L6-v2" / "onnx"
 
 
@@ -245,24 +262,32 @@ def test_the_default_model_dir_follows_chromadb(model_cache: Path) -> None:
     assert chroma_default_model_dir() == model_cache
 
 
-def test_falls_back_to_hashing_when_the_model_is_not_cached(model_cache: Path) -> None:
-    """No cached model: the hashing function, with a reason naming the path."""
-    choice = default_dense_function()
+def test_falls_back_to_hashing_when_the_model_cannot_be_fetched(model_cache: Path) -> None:
+    """Not cached and the download refused: hashing, with one line naming the URL and error."""
+    choice = default_dense_function(progress=False)
     assert isinstance(choice, DenseChoice)
     assert choice.kind == "hashing"
     assert isinstance(choice.function, HashingEmbeddingFunction)
-    assert "not cached" in choice.reason
-    assert str(model_cache) in choice.reason
-    assert "never downloads" in choice.reason
+    assert "could not fetch Chroma's default model" in choice.reason
+    assert ONNXMiniLM_L6_V2.MODEL_DOWNLOAD_URL in choice.reason
+    assert "ConnectError" in choice.reason
+    assert f"{DENSE_ENV_VAR}=hashing" in choice.reason
+    assert "\n" not in str(choice)
     assert "lexical" in choice.name
-    assert not model_cache.exists(), "checking must not create or download anything"
+    assert not model_cache.exists(), "a failed fetch must not leave a model folder"
+    assert list(model_cache.parent.iterdir()) == [], "nor temporary files"
 
 
 def test_a_partial_cache_counts_as_not_cached(model_cache: Path) -> None:
-    """Every file chromadb needs must be there; one missing means fallback."""
+    """Every file chromadb needs must be there; one missing means a fetch (refused here)."""
     fill(model_cache)
     (model_cache / "model.onnx").unlink()
-    assert default_dense_function().kind == "hashing"
+    choice = default_dense_function(progress=False)
+    assert choice.kind == "hashing"
+    assert "could not fetch" in choice.reason
+    assert sorted(p.name for p in model_cache.iterdir()) == sorted(
+        set(CHROMA_DEFAULT_MODEL_FILES) - {"model.onnx"}
+    ), "a failed fetch leaves an existing folder as it was"
 
 
 def test_uses_chromas_default_when_its_model_is_cached(model_cache: Path) -> None:
@@ -278,12 +303,12 @@ def test_uses_chromas_default_when_its_model_is_cached(model_cache: Path) -> Non
 def test_falls_back_when_the_onnx_runtime_is_missing(
     model_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A cached model without onnxruntime cannot run: hashing, naming the package."""
-    fill(model_cache)
+    """Without onnxruntime the model cannot run: hashing, naming the package, no fetch."""
     monkeypatch.setattr("chroma_sparse_ef._dense._missing_runtime", lambda: ["onnxruntime"])
     choice = default_dense_function()
     assert choice.kind == "hashing"
     assert "onnxruntime" in choice.reason
+    assert not model_cache.parent.exists(), "nothing fetched for a model that cannot run"
 
 
 def test_cache_dir_argument_overrides_chromadb_path(tmp_path: Path, model_cache: Path) -> None:
@@ -330,5 +355,17 @@ def test_an_unknown_preference_is_a_configuration_error(monkeypatch: pytest.Monk
 
 def test_str_of_a_choice_says_what_ran_and_why(model_cache: Path) -> None:
     """`str(choice)` is the one line demos and notebooks print."""
-    choice = default_dense_function()
+    choice = default_dense_function(progress=False)
     assert str(choice) == f"{choice.name}: {choice.reason}"
+
+
+def test_chromadbs_download_attributes_are_what_the_fetch_reads() -> None:
+    """Contract with chromadb: the URL, checksum and folder names the fetch reads exist.
+
+    If this fails after a chromadb upgrade, `_dense.default_dense_function` must read the
+    model's location and checksum from wherever chromadb moved them.
+    """
+    assert ONNXMiniLM_L6_V2.MODEL_DOWNLOAD_URL.startswith("https://")
+    assert len(ONNXMiniLM_L6_V2._MODEL_SHA256) == 64
+    assert ONNXMiniLM_L6_V2.EXTRACTED_FOLDER_NAME == "onnx"
+    assert Path(ONNXMiniLM_L6_V2.DOWNLOAD_PATH).name == "all-MiniLM-L6-v2"
