@@ -16,6 +16,9 @@ _ENV_VARS = (
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keep the developer's real keys and URLs out of every test."""
+    """Keep the developer's real keys and URLs out of every test; pin the offline dense leg."""
     for name in _ENV_VARS:
         monkeypatch.delenv(name, raising=False)
+    # Tests and CI never try the network: the dense leg is pinned to the offline hashing
+    # embedding unless a test opts into ``auto`` (and then serves the model on loopback).
+    monkeypatch.setenv("CHROMA_SPARSE_EF_DENSE", "hashing")
