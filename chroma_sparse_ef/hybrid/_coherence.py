@@ -398,7 +398,8 @@ class CacheCoherence:
             up_terms.append(terms)
             up_weights.append(weights)
         if aside.reasons:
-            logger.warning(
+            # INFO: each search with a sparse leg then warns once, naming them.
+            logger.info(
                 "%d records set aside as pending (no sparse vector until a refresh "
                 "embeds them), e.g. %r: %s",
                 len(aside.reasons),
