@@ -184,11 +184,42 @@ class LocalSearch:
         )
         ids = result["ids"][0]
         embeddings = result["embeddings"][0] if result.get("embeddings") is not None else None
+        ghosts = self._ghosts(ids, result["documents"][0], result["metadatas"][0])
+        kept: list[str] = []
+        distances: list[float] = []
         for i, rid in enumerate(ids):
+            if rid in ghosts:
+                continue
             doc, meta = result["documents"][0][i], result["metadatas"][0][i]
             self._check(rid, doc, meta)
             records[rid] = (doc, meta, None if embeddings is None else embeddings[i])
-        return RankedLeg(ids=tuple(ids), scores=tuple(map(float, result["distances"][0])))
+            kept.append(rid)
+            distances.append(float(result["distances"][0][i]))
+        return RankedLeg(ids=tuple(kept), scores=tuple(distances))
+
+    def _ghosts(
+        self,
+        ids: list[str],
+        docs: list[str | None],
+        metas: list[Mapping[str, Any] | None],
+    ) -> set[str]:
+        """Ids the dense leg returned that no longer exist: drop them, do not retry.
+
+        chromadb keeps each process's vector index in memory and does not apply writes
+        made by another process to it (seen on 1.5.9 with two PersistentClients on one
+        path): its ``query`` can return a record the other process deleted, with no
+        document and no metadata, and misses the records it added. Retrying cannot
+        help, so such ids are dropped when Chroma's records (always current) lack them.
+        """
+        suspects = [
+            rid
+            for rid, doc, meta in zip(ids, docs, metas, strict=True)
+            if doc is None and meta is None and rid not in self._cache.known
+        ]
+        if not suspects:
+            return set()
+        present = set(self._collection.get(ids=suspects, include=[])["ids"])
+        return {rid for rid in suspects if rid not in present}
 
     def _query_vector(self, leg: KnnLeg) -> SparseVector:
         if isinstance(leg.query, SparseVector):

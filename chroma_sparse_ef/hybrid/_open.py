@@ -26,7 +26,7 @@ from ._backend import HybridBackend
 from ._cloud import NativeBackend, build_schema, find_sparse_index
 from ._local import LocalBackend, shared_backend
 from ._stored import CONFIG_METADATA_KEY, HybridLayoutError, StoredConfig, rebuild_sparse_function
-from ._watch import SqliteWatermark, log_topic
+from ._watch import SqliteWatermark
 
 __all__ = ["DEFAULT_SPARSE_KEY", "Backend", "create_or_open", "open_backend", "open_existing"]
 
@@ -146,7 +146,7 @@ def open_backend(
     else:
         _check_same_name(collection.name, stored.name, sparse_function)
         _check_same_space(collection.name, stored.config, sparse_function)
-    watermark = SqliteWatermark.open(client, str(collection.id), log_topic(collection))
+    watermark = SqliteWatermark.open(client, str(collection.id))
     if watermark is None:
         return shared_backend(
             collection, sparse_function, stored.sparse_key, max_batch_size=max_batch

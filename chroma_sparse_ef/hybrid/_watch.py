@@ -10,7 +10,9 @@ chromadb 1.5.9):
   Reading it on an open read-only connection takes ~10 µs. This is the *watermark*.
 - ``embeddings_queue``: the write-ahead log, one row per record per write: ``seq_id``
   (global across collections), ``operation`` (0 add, 1 update, 2 upsert, 3 delete),
-  ``topic`` (``persistent://<tenant>/<database>/<collection id>``) and the record ``id``.
+  ``topic`` (``persistent://<tenant>/<database>/<collection id>``, where tenant and
+  database are not the client's names: ``default/default`` for the default ones, so only
+  the collection id at its end is matched) and the record ``id``.
   Chroma purges a prefix of it (``automatically_purge``) once every segment has
   persisted past it.
 - ``embeddings``: the metadata segment's records, each with the ``seq_id`` of the last
@@ -39,7 +41,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Changes", "SqliteWatermark", "log_topic"]
+__all__ = ["Changes", "SqliteWatermark"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +50,7 @@ _SEQ_QUERY = "SELECT seq_id FROM max_seq_id WHERE segment_id = ?"
 _LOG_START = "SELECT MIN(seq_id) FROM embeddings_queue"
 _LOG_RANGE = (
     "SELECT seq_id, operation, id FROM embeddings_queue "
-    "WHERE seq_id > ? AND seq_id <= ? AND topic = ? ORDER BY seq_id"
+    "WHERE seq_id > ? AND seq_id <= ? AND topic LIKE ? ORDER BY seq_id"
 )
 _SEQ_TYPE = "SELECT typeof(seq_id) FROM embeddings WHERE segment_id = ? LIMIT 1"
 _TOUCHED_SINCE = "SELECT embedding_id FROM embeddings WHERE segment_id = ? AND seq_id > ?"
@@ -78,22 +80,19 @@ class SqliteWatermark:
     Not thread-safe on its own; HybridCollection reads it under its lock.
     """
 
-    def __init__(self, connection: sqlite3.Connection, segment_id: str, topic: str | None) -> None:
+    def __init__(self, connection: sqlite3.Connection, segment_id: str, collection_id: str) -> None:
         self._connection = connection
         self._segment_id = segment_id
-        self._topic = topic
+        # A uuid holds no LIKE wildcard; the range on the primary key keeps the scan short.
+        self._topic_pattern = f"%/{collection_id}"
 
     @classmethod
-    def open(
-        cls, client: Any, collection_id: str, topic: str | None = None
-    ) -> SqliteWatermark | None:
+    def open(cls, client: Any, collection_id: str) -> SqliteWatermark | None:
         """Open the watermark of a collection, or ``None`` when there is no such signal.
 
         Args:
             client: A chromadb client; only a persistent embedded one has the file.
             collection_id: The collection's id.
-            topic: Its log topic (`log_topic`); without one, changes are read from the
-                records' sequence numbers only.
 
         Returns:
             The watermark reader, or ``None`` (not a persistent embedded client, or the
@@ -116,7 +115,7 @@ class SqliteWatermark:
             if row is None:
                 connection.close()
                 return None
-            watermark = cls(connection, str(row[0]), topic)
+            watermark = cls(connection, str(row[0]), collection_id)
             watermark.read()  # fail here, not at the first search, if the table differs
         except Exception as exc:  # an unofficial schema: any surprise means "no signal"
             logger.debug("no sqlite watermark for collection %s: %r", collection_id, exc)
@@ -159,14 +158,12 @@ class SqliteWatermark:
         return {str(row[0]) for row in rows}
 
     def _from_log(self, since: int, until: int) -> Changes | None:
-        if self._topic is None:
-            return None
         start = self._connection.execute(_LOG_START).fetchone()
         # Chroma purges a prefix: history after `since` is whole only if the oldest row
         # kept is at or before the first sequence number that could follow `since`.
         if start is None or start[0] is None or int(start[0]) > since + 1:
             return None
-        rows = self._connection.execute(_LOG_RANGE, (since, until, self._topic)).fetchall()
+        rows = self._connection.execute(_LOG_RANGE, (since, until, self._topic_pattern)).fetchall()
         if not rows and until > since:
             return None  # the watermark moved but the log shows nothing: not our layout
         last: dict[str, int] = {}
@@ -189,12 +186,3 @@ class SqliteWatermark:
     def close(self) -> None:
         """Close the read-only connection."""
         self._connection.close()
-
-
-def log_topic(collection: Any) -> str | None:
-    """The write-ahead-log topic of a chromadb collection, if its model has the parts."""
-    tenant = getattr(collection, "tenant", None)
-    database = getattr(collection, "database", None)
-    if not isinstance(tenant, str) or not isinstance(database, str):
-        return None
-    return f"persistent://{tenant}/{database}/{collection.id}"
