@@ -308,34 +308,40 @@ class CacheCoherence:
         up_weights: list[Any] = []
         drop: list[str] = []
         for rid, doc, meta in zip(ids, docs, metas, strict=True):
-            print_ = fingerprint(doc, meta, self.sparse_key, self.hash_key)
-            if is_embedded(print_):
-                try:
-                    terms, weights = decode_sparse_vector(meta[self.sparse_key])  # type: ignore[index]
-                except CorruptSparseVectorError:
-                    print_ = (_UNEMBEDDED + document_hash(doc), 0)  # type: ignore[arg-type]
-                else:
-                    up_ids.append(rid)
-                    up_terms.append(terms.astype(np.int64))
-                    up_weights.append(weights.astype(np.float64))
-                    self.known[rid] = print_
-                    self._pending.pop(rid, None)
-                    continue
-            drop.append(rid)
-            self.known[rid] = print_
-            if print_ is None:
+            if doc is None:
+                drop.append(rid)  # no document, no sparse vector
+                self.known[rid] = None
                 self._pending.pop(rid, None)
                 continue
-            marked = self._pending_reason(doc, meta)  # type: ignore[arg-type]
+            print_ = fingerprint(doc, meta, self.sparse_key, self.hash_key)
+            vector = self._decoded(meta) if is_embedded(print_) else None
+            if vector is not None:
+                up_ids.append(rid)
+                up_terms.append(vector[0])
+                up_weights.append(vector[1])
+                self.known[rid] = print_
+                self._pending.pop(rid, None)
+                continue
+            drop.append(rid)
+            self.known[rid] = (_UNEMBEDDED + document_hash(doc), 0)
+            marked = self._pending_reason(doc, meta)
             if marked is not None:
                 self._pending[rid] = marked  # set aside for this very document already
             else:
-                redo.append((rid, doc))  # type: ignore[arg-type]
+                redo.append((rid, doc))
         if drop:
             self.index.delete(drop)
         if up_ids:
             self.index.upsert(up_ids, up_terms, up_weights)
         return redo
+
+    def _decoded(self, meta: Mapping[str, Any] | None) -> tuple[Any, Any] | None:
+        """A record's stored vector as index input, or ``None`` if it is malformed."""
+        try:
+            terms, weights = decode_sparse_vector((meta or {})[self.sparse_key])
+        except (CorruptSparseVectorError, KeyError, TypeError):
+            return None
+        return terms.astype(np.int64), weights.astype(np.float64)
 
     def _pending_reason(self, doc: str, meta: Mapping[str, Any] | None) -> str | None:
         marker = meta.get(self.pending_key) if meta else None
