@@ -33,6 +33,8 @@ class HybridBackend(Protocol):
         sparse_function: The sparse embedding function in use.
         sparse_key: The metadata key of the sparse vectors.
         reserved: Record-metadata keys users may not write and never see.
+        stores_sparse_vectors: Whether user metadata may hold ``SparseVector`` values
+            (Chroma Cloud can store them; embedded Chroma cannot).
     """
 
     kind: Literal["local", "native"]
@@ -40,6 +42,7 @@ class HybridBackend(Protocol):
     sparse_function: Any
     sparse_key: str
     reserved: tuple[str, ...]
+    stores_sparse_vectors: bool
 
     def write(self, op: str, batch: WriteBatch, *, progress: bool) -> WriteSummary:
         """``add``, ``upsert`` or ``update`` with Chroma's semantics, in bounded chunks."""

@@ -61,6 +61,7 @@ class NativeBackend:
     """The Chroma Cloud side of `HybridCollection`."""
 
     kind: Literal["local", "native"] = "native"
+    stores_sparse_vectors = True
 
     def __init__(
         self, collection: Any, sparse_function: Any, sparse_key: str, *, max_batch_size: int

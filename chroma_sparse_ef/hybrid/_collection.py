@@ -299,7 +299,7 @@ class HybridCollection:
             embeddings=embeddings,
             reserved=self._backend.reserved,
             needs_vectors=needs_vectors,
-            local=self._backend.kind == "local",
+            local=not self._backend.stores_sparse_vectors,
         )
         return self._backend.write(op, batch, progress=bool(progress))
 

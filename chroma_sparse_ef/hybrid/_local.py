@@ -42,6 +42,8 @@ class LocalBackend:
     """The embedded-Chroma side of `HybridCollection`. Thread-safe."""
 
     kind: Literal["local", "native"] = "local"
+    #: Embedded Chroma refuses a SparseVector in metadata (see PRODUCT.md).
+    stores_sparse_vectors = False
 
     def __init__(
         self,
