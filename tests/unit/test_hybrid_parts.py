@@ -232,3 +232,38 @@ def test_background_embedding_sets_aside_only_the_refused_texts() -> None:
     assert vectors == {}
     assert set(aside.reasons) == {"r0", "r1", "r2"}
     assert "ServiceError" in aside.reasons["r0"]
+
+
+def test_ingest_writes_bounded_chunks_in_order_and_stops_at_a_failure() -> None:
+    """Chunks never exceed WRITE_CHUNK or the batch size; a failure keeps earlier chunks."""
+    from chroma_sparse_ef import InvalidRequestError
+    from chroma_sparse_ef.hybrid._ingest import WRITE_CHUNK, WriteSummary, ingest
+
+    class Writer:
+        def __init__(self, fail_at: str | None) -> None:
+            self.fail_at = fail_at
+            self.written: list[list[str]] = []
+
+        def write_chunk(self, op: str, part: WriteBatch) -> WriteSummary:
+            if self.fail_at in part.ids:
+                raise InvalidRequestError("refused")
+            self.written.append(part.ids)
+            return WriteSummary(written=len(part.ids), embedded=len(part.ids) - 1, skipped=1)
+
+    n = WRITE_CHUNK * 2 + 5
+    batch = WriteBatch(
+        ids=[f"r{i}" for i in range(n)], documents=["x"] * n, metadatas=None, embeddings=None
+    )
+    writer = Writer(fail_at=None)
+    summary = ingest("upsert", batch, writer, chunk_size=10**6, progress=False)
+    assert [len(ids) for ids in writer.written] == [WRITE_CHUNK, WRITE_CHUNK, 5]
+    assert summary == WriteSummary(written=n, embedded=n - 3, skipped=3, ignored=0)
+
+    small = Writer(fail_at=None)
+    ingest("upsert", batch.select(range(25)), small, chunk_size=10, progress=False)
+    assert [len(ids) for ids in small.written] == [10, 10, 5]
+
+    failing = Writer(fail_at=f"r{WRITE_CHUNK + 3}")
+    with pytest.raises(InvalidRequestError):
+        ingest("upsert", batch, failing, chunk_size=10**6, progress=False)
+    assert failing.written == [batch.ids[:WRITE_CHUNK]]
