@@ -63,7 +63,7 @@ from ._codec import (
     is_encoded_sparse_vector,
 )
 from ._index import SparseIndex
-from ._ingest import embed_or_set_aside
+from ._ingest import WRITE_CHUNK, embed_or_set_aside
 from ._stored import doc_hash_key, document_hash, pending_key
 from ._watch import SqliteWatermark
 from ._writes import chunks
@@ -368,6 +368,14 @@ class CacheCoherence:
         if not redo:
             return 0
         logger.info("embedding %d records whose sparse vector is missing or stale", len(redo))
+        # Chunk by chunk, as writes go: memory stays flat and a kill keeps what was stored.
+        step = max(1, min(WRITE_CHUNK, self._max_batch))
+        return sum(
+            self._embed_back_chunk(redo[start : start + step])
+            for start in range(0, len(redo), step)
+        )
+
+    def _embed_back_chunk(self, redo: list[tuple[str, str]]) -> int:
         ids = [rid for rid, _ in redo]
         docs = [doc for _, doc in redo]
         vectors, aside = embed_or_set_aside(self.sparse_function, ids, docs)
