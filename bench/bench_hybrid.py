@@ -115,7 +115,7 @@ def measure(path: str, n_queries: int) -> dict[str, Any]:
     from chromadb.execution.expression import K, Knn, Rrf, Search
 
     import chroma_sparse_ef  # noqa: F401  (registers the sparse function)
-    from chroma_sparse_ef.hybrid import HybridCollection, _local
+    from chroma_sparse_ef.hybrid import HybridCollection, _coherence
 
     class Dense(BenchDense, EmbeddingFunction):  # type: ignore[type-arg,misc]
         pass
@@ -211,7 +211,7 @@ def measure(path: str, n_queries: int) -> dict[str, Any]:
         "load_s": t_load,
         "load_read_s": read_seconds[0],
         "index_mb": index.nbytes / 1e6,
-        "page": _local.LOAD_PAGE,
+        "page": _coherence.LOAD_PAGE,
         "hybrid_ms": timed(lambda i: hc.search(hybrid(i))),
         "sparse_ms": timed(lambda i: hc.search(sparse_only(i))),
         "dense_ms": timed(lambda i: hc.search(dense_only(i))),

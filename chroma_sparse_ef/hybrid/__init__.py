@@ -23,7 +23,9 @@ from .._exceptions import (
     HybridSyncError,
     UnsupportedSearchError,
 )
+from ._coherence import PendingRecord
 from ._collection import DEFAULT_SPARSE_KEY, Backend, HybridCollection
+from ._ingest import WriteSummary
 from ._native_search import build_native_search
 from ._plan import plan_from_search
 from ._results import SearchHit, SearchResults, TermMatch
@@ -35,10 +37,12 @@ __all__ = [
     "HybridCollection",
     "HybridLayoutError",
     "HybridSyncError",
+    "PendingRecord",
     "SearchHit",
     "SearchResults",
     "TermMatch",
     "UnsupportedSearchError",
+    "WriteSummary",
     "build_native_search",
     "plan_from_search",
 ]

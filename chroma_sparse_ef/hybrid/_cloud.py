@@ -7,21 +7,24 @@ embeds text queries of a ``Knn`` on that key (``_embed_knn_string_queries``); th
 keeps the sparse index. A search is one ``collection.search(Search)``.
 
 Writes that fit one Chroma batch go straight through, so Chroma embeds both legs and sends
-one request. A larger write is embedded first (dense with the collection's function, sparse
-with the schema's, the same calls Chroma makes) and then sent in batches: an embedding
-failure then writes nothing, and the progress bar can move.
+one request. A larger write goes through `_ingest` as on embedded Chroma: each chunk is
+embedded (dense with the collection's function, sparse with the schema's, the same calls
+Chroma makes) and then sent, so an embedding failure loses only the chunk in flight and the
+progress bar counts records written.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from chromadb.api.types import Schema, SparseVectorIndexConfig
 from chromadb.execution.expression import K, Search
 
+from ._coherence import PendingRecord
+from ._ingest import WriteSummary, embed_dense, embed_sparse, ingest, send
 from ._results import SearchHit, SearchResults
 from ._stored import strip_hidden
-from ._writes import WriteBatch, as_sparse_vectors, chunks, embed_in_chunks, progress_bar
+from ._writes import WriteBatch
 
 __all__ = ["NativeBackend", "build_schema", "find_sparse_index"]
 
@@ -57,7 +60,8 @@ def find_sparse_index(schema: Schema | None) -> tuple[str, SparseVectorIndexConf
 class NativeBackend:
     """The Chroma Cloud side of `HybridCollection`."""
 
-    kind = "native"
+    kind: Literal["local", "native"] = "native"
+    stores_sparse_vectors = True
 
     def __init__(
         self, collection: Any, sparse_function: Any, sparse_key: str, *, max_batch_size: int
@@ -68,50 +72,58 @@ class NativeBackend:
         self.reserved: tuple[str, ...] = (sparse_key,)
         self._max_batch = max_batch_size
 
-    def write(self, op: str, batch: WriteBatch, *, progress: bool) -> None:
-        """``add``, ``upsert`` or ``update``; Chroma computes the sparse vectors."""
-        send = getattr(self.collection, op)
+    def write(self, op: str, batch: WriteBatch, *, progress: bool) -> WriteSummary:
+        """``add``, ``upsert`` or ``update``; Chroma computes the sparse vectors.
+
+        A write that fits one Chroma batch goes straight through (Chroma embeds both legs
+        in one request); a larger one is embedded and sent chunk by chunk (`_ingest`).
+        """
         total = len(batch.ids)
         if total <= self._max_batch:
             send(
-                ids=batch.ids,
+                self.collection,
+                op,
+                batch.ids,
                 embeddings=batch.embeddings,
                 metadatas=batch.metadatas,
                 documents=batch.documents,
             )
-            return
-        embeddings: Any = batch.embeddings
-        if embeddings is None and batch.documents is not None:
-            texts = [doc for doc in batch.documents if doc is not None]
-            embeddings = embed_in_chunks(
-                lambda part: self.collection._embed(input=part, is_query=False),
-                texts,
-                progress=progress,
-                desc="dense embedding",
-            )
-        with_docs = batch.documents_to_embed()
-        vectors = as_sparse_vectors(
-            embed_in_chunks(
-                self.sparse_function,
-                [doc for _, doc in with_docs],
-                progress=progress,
-                desc="sparse embedding",
-            ),
-            "documents",
-        )
-        metadatas: list[dict[str, Any] | None] = list(batch.metadatas or [None] * total)
+            embedded = len(batch.documents_to_embed())
+            return WriteSummary(written=total, embedded=embedded)
+        return ingest(op, batch, self, chunk_size=self._max_batch, progress=progress)
+
+    def write_chunk(self, op: str, part: WriteBatch) -> WriteSummary:
+        """Embed one chunk as Chroma would (dense, then sparse) and send it.
+
+        Raises:
+            EmbeddingError: A function failed; nothing of this chunk was written.
+        """
+        with_docs = part.documents_to_embed()
+        texts = [doc for _, doc in with_docs]
+        embeddings: Any = part.embeddings
+        if embeddings is None and part.documents is not None:
+            embeddings = embed_dense(self.collection, texts)
+        vectors = embed_sparse(self.sparse_function, texts)
+        metadatas: list[dict[str, Any] | None] = list(part.metadatas or [None] * len(part.ids))
         for (position, _), vector in zip(with_docs, vectors, strict=True):
             # A SparseVector already at the key: Chroma sends it as is, embeds nothing.
             metadatas[position] = {**(metadatas[position] or {}), self.sparse_key: vector}
-        with progress_bar(progress, total, f"{op} to Chroma", unit="record") as bar:
-            for start, end in chunks(total, self._max_batch):
-                send(
-                    ids=batch.ids[start:end],
-                    embeddings=None if embeddings is None else embeddings[start:end],
-                    metadatas=metadatas[start:end] if any(metadatas[start:end]) else None,
-                    documents=None if batch.documents is None else batch.documents[start:end],
-                )
-                bar.update(end - start)
+        send(
+            self.collection,
+            op,
+            part.ids,
+            embeddings=embeddings,
+            metadatas=metadatas,
+            documents=part.documents,
+        )
+        return WriteSummary(written=len(part.ids), embedded=len(texts))
+
+    def refresh(self) -> None:
+        """Nothing is cached: Chroma Cloud's index is always current."""
+
+    def pending(self) -> list[PendingRecord]:
+        """None: on Chroma Cloud a record is embedded when written, or not written."""
+        return []
 
     def delete(self, ids: list[str] | None, where: Any, where_document: Any) -> None:
         """Delete by ids and/or filters, as ``collection.delete``."""

@@ -13,16 +13,16 @@ from chromadb.api.types import SparseEmbeddingFunction, maybe_cast_one_to_many
 from chromadb.execution.expression import Key, Search, Where
 
 from .._exceptions import InvalidInputError
-from ._cloud import NativeBackend
+from ._backend import HybridBackend
+from ._coherence import PendingRecord
 from ._fusion import DEFAULT_RRF_K
-from ._local import LocalBackend
+from ._ingest import WriteSummary
 from ._native_search import build_native_search
 from ._open import DEFAULT_SPARSE_KEY, Backend, create_or_open, open_existing
 from ._plan import (
     DEFAULT_CANDIDATE_LIMIT,
     DEFAULT_SEARCH_LIMIT,
     DEFAULT_SELECT,
-    plan_from_search,
 )
 from ._results import SearchResults
 from ._stored import (
@@ -67,11 +67,11 @@ class HybridCollection:
     Open one with `get_or_create` or `get`. On Chroma Cloud everything is native (a
     sparse index in the schema, one ``Search`` per query); on embedded Chroma the sparse
     vectors are stored in each record's metadata and an exact in-memory index answers the
-    sparse leg (see `chroma_sparse_ef.hybrid._local` for what it detects of writes made by
+    sparse leg (see `chroma_sparse_ef.hybrid._coherence` for how it follows writes made by
     other code). Writes and reads take Chroma's arguments. Thread-safe.
     """
 
-    def __init__(self, backend: LocalBackend | NativeBackend) -> None:
+    def __init__(self, backend: HybridBackend) -> None:
         """Wrap a backend; use `get_or_create` or `get` instead."""
         self._backend = backend
 
@@ -180,7 +180,7 @@ class HybridCollection:
     @property
     def backend(self) -> Literal["local", "native"]:
         """``"local"`` (embedded Chroma, our sparse index) or ``"native"`` (Chroma Cloud)."""
-        return "local" if isinstance(self._backend, LocalBackend) else "native"
+        return self._backend.kind
 
     @property
     def sparse_key(self) -> str:
@@ -202,29 +202,44 @@ class HybridCollection:
         embeddings: Any = None,
         *,
         progress: bool = False,
-    ) -> None:
-        """Add records; existing ids are ignored, as Chroma does.
+    ) -> WriteSummary:
+        """Add records; existing ids are ignored (and not embedded), as Chroma does.
 
-        Sparse vectors are computed from the documents (in batches, concurrently, by the
-        sparse function); dense embeddings too unless given. Everything is embedded
-        before anything is written, so an embedding failure writes nothing. A write larger
-        than Chroma's batch size goes in several batches, and Chroma has no transaction
-        across them: if Chroma fails on a later batch, the earlier ones stay written (the
-        search cache notices and rebuilds). Retrying the same upsert is safe.
+        Records are embedded and written in chunks (`_ingest.WRITE_CHUNK` records, at
+        most the client's max batch size): a chunk's dense embeddings (unless given) and
+        sparse vectors are computed, then the chunk is written, then the next one starts.
+        Memory holds one chunk's vectors whatever the input size.
+
+        On failure: an embedding error raises before anything of its chunk is written;
+        every earlier chunk is in Chroma, complete with its vectors, and later chunks
+        were not embedded. A kill loses at most the chunk in flight. Chroma has no
+        transaction across its calls, so a Chroma error may leave part of a chunk
+        written; the search cache notices. Rerunning the same write is safe and cheap:
+        on embedded Chroma a record whose stored vector came from the same document is
+        not embedded again (`upsert` and `update`), so only what is missing or changed
+        is paid for.
 
         Args:
             ids: One id or a list.
             documents: One document or a list, aligned with ``ids``.
             metadatas: One metadata dict or a list; the sparse key is reserved.
             embeddings: Dense embeddings, to skip the dense function.
-            progress: Show progress bars (tqdm) for large writes.
+            progress: Show a progress bar (tqdm) counting records written, with how many
+                were embedded and skipped.
+
+        Returns:
+            How many records were written, embedded, skipped (unchanged) and ignored
+            (also logged at INFO on ``chroma_sparse_ef.hybrid._ingest``).
 
         Raises:
             InvalidInputError: Input Chroma would refuse, a reserved metadata key, or a
                 record with neither document nor embedding. Raised before any request.
-            EmbeddingError: The sparse function failed; nothing was written.
+            EmbeddingError: The sparse function failed (e.g. `InvalidRequestError` for a
+                text the service refuses); nothing of the failing chunk was written.
         """
-        self._write("add", ids, documents, metadatas, embeddings, progress, needs_vectors=True)
+        return self._write(
+            "add", ids, documents, metadatas, embeddings, progress, needs_vectors=True
+        )
 
     def upsert(
         self,
@@ -234,12 +249,17 @@ class HybridCollection:
         embeddings: Any = None,
         *,
         progress: bool = False,
-    ) -> None:
+    ) -> WriteSummary:
         """Insert records or update existing ones (metadata merged, as Chroma does).
 
-        Same arguments and errors as `add`.
+        On embedded Chroma, a record whose stored document is the one given and whose
+        stored sparse vector came from it is not embedded again (neither function is
+        called): only its new metadata or given embeddings are written. Same arguments,
+        return value and errors as `add`.
         """
-        self._write("upsert", ids, documents, metadatas, embeddings, progress, needs_vectors=True)
+        return self._write(
+            "upsert", ids, documents, metadatas, embeddings, progress, needs_vectors=True
+        )
 
     def update(
         self,
@@ -249,13 +269,16 @@ class HybridCollection:
         embeddings: Any = None,
         *,
         progress: bool = False,
-    ) -> None:
+    ) -> WriteSummary:
         """Update existing records; unknown ids are ignored, as Chroma does.
 
-        A new document gets a new sparse vector (and dense embedding, unless given);
-        metadata is merged as Chroma merges it. Same arguments and errors as `add`.
+        A new document gets a new sparse vector (and dense embedding, unless given); an
+        unchanged document or metadata alone embeds nothing. Metadata is merged as Chroma
+        merges it. Same arguments, return value and errors as `add`.
         """
-        self._write("update", ids, documents, metadatas, embeddings, progress, needs_vectors=False)
+        return self._write(
+            "update", ids, documents, metadatas, embeddings, progress, needs_vectors=False
+        )
 
     def _write(
         self,
@@ -267,7 +290,7 @@ class HybridCollection:
         progress: bool,
         *,
         needs_vectors: bool,
-    ) -> None:
+    ) -> WriteSummary:
         batch = WriteBatch.parse(
             op,
             ids=ids,
@@ -276,9 +299,9 @@ class HybridCollection:
             embeddings=embeddings,
             reserved=self._backend.reserved,
             needs_vectors=needs_vectors,
-            local=self._backend.kind == "local",
+            local=not self._backend.stores_sparse_vectors,
         )
-        self._backend.write(op, batch, progress=bool(progress))
+        return self._backend.write(op, batch, progress=bool(progress))
 
     def delete(self, ids: Any = None, where: Any = None, where_document: Any = None) -> None:
         """Delete records by ids and/or filters, as ``collection.delete``.
@@ -433,14 +456,28 @@ class HybridCollection:
             raise InvalidInputError(
                 f"query must be a string or a chromadb Search, got {type(query).__name__}"
             )
-        if isinstance(self._backend, NativeBackend):
-            return self._backend.search(search)
-        return self._backend.search(plan_from_search(search, sparse_key=self.sparse_key))
+        return self._backend.search(search)
 
     def refresh(self) -> None:
-        """Embedded Chroma: rebuild the sparse index from the collection now (normally lazy)."""
-        if isinstance(self._backend, LocalBackend):
-            self._backend.load()
+        """Embedded Chroma: rebuild the sparse index from the collection now (normally lazy).
+
+        Records set aside as pending are embedded again; on Chroma Cloud this does nothing.
+        """
+        self._backend.refresh()
+
+    def pending(self) -> list[PendingRecord]:
+        """Records the sparse leg cannot rank: their document could not be embedded.
+
+        Only records written by other code (the raw collection, another process) can be
+        pending: a refresh that finds one the service refuses (400, 413 for one text) or
+        cannot embed now (unreachable) sets it aside instead of failing every search.
+        The dense leg still finds it; `refresh` retries it. Writes through
+        HybridCollection raise instead. Empty on Chroma Cloud.
+
+        Returns:
+            The pending records with the reason, by id.
+        """
+        return self._backend.pending()
 
     def close(self) -> None:
         """Release resources held for change detection (a read-only sqlite connection)."""

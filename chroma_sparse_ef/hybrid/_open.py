@@ -22,6 +22,7 @@ from chromadb.api.types import SparseEmbeddingFunction
 from chromadb.errors import NotFoundError
 
 from .._exceptions import ConfigurationError
+from ._backend import HybridBackend
 from ._cloud import NativeBackend, build_schema, find_sparse_index
 from ._local import LocalBackend, shared_backend
 from ._stored import CONFIG_METADATA_KEY, HybridLayoutError, StoredConfig, rebuild_sparse_function
@@ -48,7 +49,7 @@ def create_or_open(
     sparse_key: str,
     metadata: dict[str, Any] | None,
     backend: Backend,
-) -> LocalBackend | NativeBackend:
+) -> HybridBackend:
     """The backend of collection ``name``, created if missing (`HybridCollection.get_or_create`)."""
     _check_backend(backend)
     if not isinstance(sparse_embedding_function, SparseEmbeddingFunction):
@@ -100,7 +101,7 @@ def open_existing(
     embedding_function: Any,
     sparse_embedding_function: SparseEmbeddingFunction[Any] | None,
     backend: Backend,
-) -> LocalBackend | NativeBackend:
+) -> HybridBackend:
     """The backend of the existing collection ``name`` (`HybridCollection.get`)."""
     _check_backend(backend)
     dense = {} if embedding_function is None else {"embedding_function": embedding_function}
@@ -113,7 +114,7 @@ def open_backend(
     collection: Any,
     sparse_function: SparseEmbeddingFunction[Any] | None,
     backend: Backend,
-) -> LocalBackend | NativeBackend:
+) -> HybridBackend:
     """The backend for a chromadb collection, after checking its stored layout."""
     max_batch = int(client.get_max_batch_size())
     native = find_sparse_index(collection.schema) if backend != "local" else None

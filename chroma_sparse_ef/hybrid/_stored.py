@@ -11,8 +11,12 @@ metadata:
   the sparse key, and a short hash of the document the vector was computed from under
   `doc_hash_key` (``"<sparse_key>__doc"``). The hash is how a document changed by other code
   is told apart from one we embedded.
+- A record whose document the service refused during a background refresh (written by
+  other code) holds, under `pending_key` (``"<sparse_key>__pending"``), the hash of that
+  document and the reason: ``"<hash> <reason>"``. It has no sparse vector until a later
+  refresh embeds it (`_coherence`).
 
-Both record keys are reserved: user metadata may not use them, and `strip_hidden` removes
+The three record keys are reserved: user metadata may not use them, and `strip_hidden` removes
 them from everything HybridCollection returns.
 
 On Chroma Cloud none of this is used: the schema holds the function (``SparseVectorIndexConfig``)
@@ -40,6 +44,8 @@ __all__ = [
     "check_user_metadatas",
     "doc_hash_key",
     "document_hash",
+    "hidden_keys",
+    "pending_key",
     "rebuild_sparse_function",
     "strip_hidden",
 ]
@@ -162,6 +168,16 @@ def rebuild_sparse_function(name: str, config: Mapping[str, Any]) -> SparseEmbed
 def doc_hash_key(sparse_key: str) -> str:
     """The record-metadata key holding the hash of the document a vector came from."""
     return f"{sparse_key}__doc"
+
+
+def pending_key(sparse_key: str) -> str:
+    """The record-metadata key marking a record whose document could not be embedded."""
+    return f"{sparse_key}__pending"
+
+
+def hidden_keys(sparse_key: str) -> tuple[str, str, str]:
+    """Every record-metadata key HybridCollection reserves on embedded Chroma."""
+    return (sparse_key, doc_hash_key(sparse_key), pending_key(sparse_key))
 
 
 def document_hash(document: str) -> str:

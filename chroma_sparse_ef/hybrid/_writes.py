@@ -1,4 +1,4 @@
-"""Write input, checked before anything is embedded or written; chunking and progress.
+"""Write input, checked before anything is embedded or written; the pieces it is cut into.
 
 Both backends accept Chroma's argument conventions (one item or a list; ``ids`` required;
 ``documents``, ``metadatas``, ``embeddings`` optional and aligned with ``ids``). Input is
@@ -9,9 +9,9 @@ Images and URIs are not supported: a sparse vector needs text.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from chromadb.api.types import (
     SparseVector,
@@ -21,17 +21,9 @@ from chromadb.api.types import (
 from chromadb.errors import ChromaError
 
 from .._exceptions import InvalidInputError
-from .._progress import progress_bar
 from ._stored import check_user_metadatas
 
-__all__ = ["EMBED_CHUNK", "WriteBatch", "chunks", "embed_in_chunks", "progress_bar"]
-
-#: Texts handed to the sparse function per call when writing: 16 requests of 100 texts,
-#: the package's default concurrency times the service's cap, so each call keeps every
-#: connection busy while the progress bar still moves.
-EMBED_CHUNK = 1_600
-
-T = TypeVar("T")
+__all__ = ["WriteBatch", "as_sparse_vectors", "chunks", "merge_metadata"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +132,20 @@ class WriteBatch:
             embeddings=None if vectors is None else [list(map(float, v)) for v in vectors],
         )
 
+    def select(self, positions: Iterable[int]) -> WriteBatch:
+        """The records at ``positions``, in that order."""
+        keep = list(positions)
+
+        def pick(values: list[Any] | None) -> Any:
+            return None if values is None else [values[i] for i in keep]
+
+        return WriteBatch(
+            ids=pick(self.ids),
+            documents=pick(self.documents),
+            metadatas=pick(self.metadatas),
+            embeddings=pick(self.embeddings),
+        )
+
     def documents_to_embed(self) -> list[tuple[int, str]]:
         """Positions and texts of the records that carry a document."""
         if self.documents is None:
@@ -151,30 +157,6 @@ def chunks(n: int, size: int) -> Iterator[tuple[int, int]]:
     """``(start, end)`` spans covering ``range(n)`` in pieces of at most ``size``."""
     for start in range(0, n, max(1, size)):
         yield start, min(n, start + size)
-
-
-def embed_in_chunks(
-    embed: Callable[[list[str]], Sequence[T]], texts: list[str], *, progress: bool, desc: str
-) -> list[T]:
-    """Embed ``texts`` in calls of `EMBED_CHUNK`, showing a progress bar if asked.
-
-    Raises:
-        InvalidResponseError: The function returned the wrong number of vectors.
-        Whatever ``embed`` raises, before anything is written.
-    """
-    out: list[T] = []
-    with progress_bar(progress and len(texts) > EMBED_CHUNK, len(texts), desc) as bar:
-        for start, end in chunks(len(texts), EMBED_CHUNK):
-            part = list(embed(texts[start:end]))
-            if len(part) != end - start:
-                from .._exceptions import InvalidResponseError
-
-                raise InvalidResponseError(
-                    f"The embedding function returned {len(part)} vectors for {end - start} texts"
-                )
-            out.extend(part)
-            bar.update(end - start)
-    return out
 
 
 def as_sparse_vectors(values: Sequence[Any], what: str) -> list[SparseVector]:

@@ -23,7 +23,7 @@ from chroma_sparse_ef.hybrid._stored import (
 from chroma_sparse_ef.hybrid._watch import SqliteWatermark
 from chroma_sparse_ef.hybrid._writes import WriteBatch
 
-RESERVED = ("sparse_embedding", "sparse_embedding__doc")
+RESERVED = ("sparse_embedding", "sparse_embedding__doc", "sparse_embedding__pending")
 
 
 def test_stored_config_round_trips_through_collection_metadata() -> None:
@@ -146,3 +146,124 @@ def test_no_watermark_for_ephemeral_client() -> None:
     collection = client.get_or_create_collection("eph-watch", embedding_function=None)
     assert SqliteWatermark.open(client, str(collection.id)) is None
     client.delete_collection("eph-watch")
+
+
+def test_changes_since_a_watermark_come_from_the_log_with_deletes(tmp_path: Path) -> None:
+    """The log names each record written since, by its last operation, for one collection."""
+    client = chromadb.PersistentClient(str(tmp_path))
+    mine = client.create_collection("mine", embedding_function=None)
+    other = client.create_collection("other", embedding_function=None)
+    mine.add(ids=["a", "b", "c"], embeddings=[[1.0, 0.0]] * 3)
+    watermark = SqliteWatermark.open(client, str(mine.id))
+    assert watermark is not None
+    since = watermark.read()
+    mine.upsert(ids=["a", "d"], embeddings=[[0.0, 1.0]] * 2)
+    mine.delete(ids=["b"])
+    mine.add(ids=["b"], embeddings=[[1.0, 1.0]])  # re-added: its last write is an add
+    mine.delete(ids=["c"])
+    other.add(ids=["z"], embeddings=[[1.0, 0.0]])
+    changes = watermark.changes(since, watermark.read())
+    assert changes is not None
+    assert sorted(changes.upserted) == ["a", "b", "d"]
+    assert changes.deleted == ("c",)
+    watermark.close()
+
+
+def test_changes_after_a_log_purge_come_from_record_sequence_numbers(tmp_path: Path) -> None:
+    """With the history purged, changed records are still named; deletes are left open."""
+    client = chromadb.PersistentClient(str(tmp_path))
+    mine = client.create_collection(
+        "mine", embedding_function=None, metadata={"hnsw:sync_threshold": 10, "hnsw:batch_size": 10}
+    )
+    mine.add(ids=[f"r{i}" for i in range(5)], embeddings=[[1.0, 0.0]] * 5)
+    watermark = SqliteWatermark.open(client, str(mine.id))
+    assert watermark is not None
+    since = watermark.read()
+    mine.add(ids=[f"n{i}" for i in range(30)], embeddings=[[0.0, 1.0]] * 30)
+    mine.delete(ids=["r0"])
+    changes = watermark.changes(since, watermark.read())
+    assert changes is not None
+    assert sorted(changes.upserted) == sorted(f"n{i}" for i in range(30))
+    assert changes.deleted is None
+    present = watermark.present_ids()
+    assert present is not None
+    assert "r0" not in present
+    assert "r1" in present
+    watermark.close()
+
+
+def test_changes_from_an_unknown_layout_are_none() -> None:
+    """A database without Chroma's tables gives no changes, so the caller reloads."""
+    import sqlite3
+
+    watermark = SqliteWatermark(sqlite3.connect(":memory:"), "segment", "collection")
+    assert watermark.changes(0, 5) is None
+    assert watermark.present_ids() is None
+
+
+def test_background_embedding_sets_aside_only_the_refused_texts() -> None:
+    """A refused request is split until the bad texts stand alone; the rest is embedded."""
+    from chromadb.api.types import SparseVector
+
+    from chroma_sparse_ef import InvalidRequestError, ServiceError
+    from chroma_sparse_ef.hybrid._ingest import embed_or_set_aside
+
+    calls: list[int] = []
+
+    def function(texts: list[str]) -> list[SparseVector]:
+        calls.append(len(texts))
+        if any("bad" in t for t in texts):
+            raise InvalidRequestError("text too long (413)", status_code=413)
+        return [SparseVector(indices=[len(t)], values=[1.0]) for t in texts]
+
+    ids = [f"r{i}" for i in range(8)]
+    texts = [f"text {i}" for i in range(8)]
+    texts[5] = "bad one"
+    vectors, aside = embed_or_set_aside(function, ids, texts)
+    assert sorted(vectors) == [rid for rid in ids if rid != "r5"]
+    assert list(aside.reasons) == ["r5"]
+    assert "413" in aside.reasons["r5"]
+    assert calls[0] == 8
+
+    def down(texts: list[str]) -> list[SparseVector]:
+        raise ServiceError("could not connect")
+
+    vectors, aside = embed_or_set_aside(down, ids[:3], texts[:3])
+    assert vectors == {}
+    assert set(aside.reasons) == {"r0", "r1", "r2"}
+    assert "ServiceError" in aside.reasons["r0"]
+
+
+def test_ingest_writes_bounded_chunks_in_order_and_stops_at_a_failure() -> None:
+    """Chunks never exceed WRITE_CHUNK or the batch size; a failure keeps earlier chunks."""
+    from chroma_sparse_ef import InvalidRequestError
+    from chroma_sparse_ef.hybrid._ingest import WRITE_CHUNK, WriteSummary, ingest
+
+    class Writer:
+        def __init__(self, fail_at: str | None) -> None:
+            self.fail_at = fail_at
+            self.written: list[list[str]] = []
+
+        def write_chunk(self, op: str, part: WriteBatch) -> WriteSummary:
+            if self.fail_at in part.ids:
+                raise InvalidRequestError("refused")
+            self.written.append(part.ids)
+            return WriteSummary(written=len(part.ids), embedded=len(part.ids) - 1, skipped=1)
+
+    n = WRITE_CHUNK * 2 + 5
+    batch = WriteBatch(
+        ids=[f"r{i}" for i in range(n)], documents=["x"] * n, metadatas=None, embeddings=None
+    )
+    writer = Writer(fail_at=None)
+    summary = ingest("upsert", batch, writer, chunk_size=10**6, progress=False)
+    assert [len(ids) for ids in writer.written] == [WRITE_CHUNK, WRITE_CHUNK, 5]
+    assert summary == WriteSummary(written=n, embedded=n - 3, skipped=3, ignored=0)
+
+    small = Writer(fail_at=None)
+    ingest("upsert", batch.select(range(25)), small, chunk_size=10, progress=False)
+    assert [len(ids) for ids in small.written] == [10, 10, 5]
+
+    failing = Writer(fail_at=f"r{WRITE_CHUNK + 3}")
+    with pytest.raises(InvalidRequestError):
+        ingest("upsert", batch, failing, chunk_size=10**6, progress=False)
+    assert failing.written == [batch.ids[:WRITE_CHUNK]]
