@@ -7,7 +7,9 @@
   native ``Search`` per query.
 
 Both write through `_ingest` (bounded chunks, one progress bar) and take the same query
-type: a chromadb ``Search``.
+types: a checked text query (`_search_args.TextSearch`), which each backend turns into its
+own form (`_native_search.native_search` on Cloud, `_plan.local_plan` locally, never by
+parsing one back into the other), or a chromadb ``Search`` a user built.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from chromadb.execution.expression import Search
 from ._coherence import PendingRecord
 from ._ingest import WriteSummary
 from ._results import SearchResults
+from ._search_args import TextSearch
 from ._writes import WriteBatch
 
 __all__ = ["HybridBackend"]
@@ -52,8 +55,8 @@ class HybridBackend(Protocol):
         """Delete by ids and/or filters, as ``collection.delete``."""
         ...
 
-    def search(self, search: Search) -> SearchResults:
-        """Run a ``Search`` (built from a text query, or given by the user)."""
+    def search(self, query: TextSearch | Search) -> SearchResults:
+        """Run a checked text query, or a ``Search`` a user built."""
         ...
 
     def refresh(self) -> None:

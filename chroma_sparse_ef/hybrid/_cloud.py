@@ -22,7 +22,9 @@ from chromadb.execution.expression import K, Search
 
 from ._coherence import PendingRecord
 from ._ingest import WriteSummary, embed_dense, embed_sparse, ingest, send
+from ._native_search import native_search
 from ._results import SearchHit, SearchResults
+from ._search_args import TextSearch
 from ._stored import strip_hidden
 from ._writes import WriteBatch
 
@@ -129,8 +131,9 @@ class NativeBackend:
         """Delete by ids and/or filters, as ``collection.delete``."""
         self.collection.delete(ids=ids, where=where, where_document=where_document)
 
-    def search(self, search: Search) -> SearchResults:
+    def search(self, query: TextSearch | Search) -> SearchResults:
         """Run one native ``Search``; per-leg ranks are not reported by Chroma Cloud."""
+        search = native_search(query) if isinstance(query, TextSearch) else query
         result = self.collection.search(search)
         rows = result.rows()[0] if result.get("ids") else []
         hits = tuple(

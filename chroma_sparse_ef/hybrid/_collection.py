@@ -15,16 +15,11 @@ from chromadb.execution.expression import Key, Search, Where
 from .._exceptions import InvalidInputError
 from ._backend import HybridBackend
 from ._coherence import PendingRecord
-from ._fusion import DEFAULT_RRF_K
+from ._defaults import DEFAULT_CANDIDATE_LIMIT, DEFAULT_RRF_K, DEFAULT_SEARCH_LIMIT, DEFAULT_SELECT
 from ._ingest import WriteSummary
-from ._native_search import build_native_search
 from ._open import DEFAULT_SPARSE_KEY, Backend, create_or_open, open_existing
-from ._plan import (
-    DEFAULT_CANDIDATE_LIMIT,
-    DEFAULT_SEARCH_LIMIT,
-    DEFAULT_SELECT,
-)
 from ._results import SearchResults
+from ._search_args import TextSearch
 from ._stored import (
     strip_hidden,
 )
@@ -371,8 +366,9 @@ class HybridCollection:
     ) -> SearchResults:
         """Search by text (hybrid, dense or sparse), or run a chromadb ``Search``.
 
-        A text query becomes the ``Search`` of `build_native_search`: on Chroma Cloud it is
-        sent as is; on embedded Chroma it is run locally with the same semantics (each
+        A text query is checked once (`TextSearch`), then becomes the ``Search`` of
+        `build_native_search` on Chroma Cloud, and on embedded Chroma the equivalent local
+        plan (`plan_from_text`), run with the same semantics (each
         ``Knn`` takes its top ``candidate_limit`` among records passing ``where``, 0-based
         ranks, ``Rrf`` = ``-sum(w / (k + rank))``, lower is better).
 
@@ -428,35 +424,28 @@ class HybridCollection:
                     f"search() got a Search and also {', '.join(sorted(given))}: put them in "
                     "the Search itself (.where(), .limit(), .select(), the Knn/Rrf arguments)"
                 )
-            search = query
-        elif isinstance(query, str):
-            if not query.strip():
-                raise InvalidInputError("query must be a non-empty string")
-            try:
-                search = build_native_search(
-                    query,
-                    sparse_key=self.sparse_key,
-                    mode=mode,
-                    limit=limit,
-                    offset=offset,
-                    where=where,
-                    weights=weights,
-                    normalize=normalize,
-                    k=k,
-                    candidate_limit=candidate_limit,
-                    sparse_candidate_limit=sparse_candidate_limit,
-                    missing_rank=missing_rank,
-                    select=select,
-                )
-            except InvalidInputError:
-                raise
-            except ValueError as exc:
-                raise InvalidInputError(str(exc)) from exc
-        else:
+            return self._backend.search(query)
+        if not isinstance(query, str):
             raise InvalidInputError(
                 f"query must be a string or a chromadb Search, got {type(query).__name__}"
             )
-        return self._backend.search(search)
+        # Checked once, before any request or read; each backend builds its own form of it.
+        args = TextSearch.check(
+            query,
+            sparse_key=self.sparse_key,
+            mode=mode,
+            limit=limit,
+            offset=offset,
+            where=where,
+            weights=weights,
+            normalize=normalize,
+            k=k,
+            candidate_limit=candidate_limit,
+            sparse_candidate_limit=sparse_candidate_limit,
+            missing_rank=missing_rank,
+            select=select,
+        )
+        return self._backend.search(args)
 
     def refresh(self) -> None:
         """Embedded Chroma: rebuild the sparse index from the collection now (normally lazy).

@@ -29,8 +29,9 @@ from ._coherence import CacheCoherence, PendingRecord, fingerprint, is_embedded
 from ._index import SparseIndex
 from ._ingest import WriteSummary, embed_dense, embed_sparse, ingest, send
 from ._local_search import LocalSearch
-from ._plan import plan_from_search
+from ._plan import local_plan, plan_from_search
 from ._results import SearchResults
+from ._search_args import TextSearch
 from ._stored import document_hash, hidden_keys
 from ._watch import SqliteWatermark
 from ._writes import WriteBatch, chunks, merge_metadata
@@ -80,9 +81,11 @@ class LocalBackend:
 
     # ------------------------------------------------------------------ interface
 
-    def search(self, search: Search) -> SearchResults:
-        """Run a ``Search`` locally (the subset `plan_from_search` accepts)."""
-        return self._search.search(plan_from_search(search, sparse_key=self.sparse_key))
+    def search(self, query: TextSearch | Search) -> SearchResults:
+        """Run a text query's plan, or a ``Search`` in the subset `plan_from_search` accepts."""
+        if isinstance(query, TextSearch):
+            return self._search.search(local_plan(query))
+        return self._search.search(plan_from_search(query, sparse_key=self.sparse_key))
 
     def refresh(self) -> None:
         """Rebuild the cache from the collection now, retrying pending records."""

@@ -71,10 +71,6 @@ from ._fusion import rrf_weights
 from ._search_args import MissingRank, Mode, TextSearch, check_count, check_sparse_key
 
 __all__ = [
-    # Re-exported until `_collection` imports them from `_defaults`.
-    "DEFAULT_CANDIDATE_LIMIT",
-    "DEFAULT_SEARCH_LIMIT",
-    "DEFAULT_SELECT",
     "KnnLeg",
     "LocalPlan",
     "RrfSpec",

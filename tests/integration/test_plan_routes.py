@@ -85,7 +85,7 @@ def test_text_plan_and_search_plan_rank_identically(
     docs: HybridCollection, query: str, kwargs: dict[str, Any]
 ) -> None:
     """plan_from_text and plan_from_search(build_native_search) give identical results."""
-    backend: Any = docs._backend
+    backend: Any = docs._backend._search  # LocalSearch: runs a LocalPlan as is
     direct = backend.search(plan_from_text(query, sparse_key=docs.sparse_key, **kwargs))
     search = build_native_search(query, sparse_key=docs.sparse_key, **kwargs)
     translated = backend.search(plan_from_search(search, sparse_key=docs.sparse_key))
@@ -107,7 +107,7 @@ def test_search_by_text_and_by_the_native_search_agree(
 
 def test_routes_differ_from_a_changed_argument(docs: HybridCollection) -> None:
     """The comparison can fail: a different candidate limit changes the ranking."""
-    backend: Any = docs._backend
+    backend: Any = docs._backend._search  # LocalSearch: runs a LocalPlan as is
     query = QUERIES[0]
     small = backend.search(plan_from_text(query, sparse_key=docs.sparse_key, candidate_limit=3))
     large = backend.search(plan_from_text(query, sparse_key=docs.sparse_key, candidate_limit=50))

@@ -21,10 +21,10 @@ from chromadb.api.types import (
 )
 from chromadb.execution.expression import And, Eq, GroupBy, K, Knn, MinK, Or, Rrf, Search, Val
 
+from chroma_sparse_ef.hybrid._defaults import DEFAULT_CANDIDATE_LIMIT
 from chroma_sparse_ef.hybrid._fusion import RankedLeg, rrf_fuse
 from chroma_sparse_ef.hybrid._native_search import build_native_search
 from chroma_sparse_ef.hybrid._plan import (
-    DEFAULT_CANDIDATE_LIMIT,
     KnnLeg,
     LocalPlan,
     RrfSpec,
