@@ -32,7 +32,14 @@ from ._hashing import HashingEmbeddingFunction
 from ._models import DEFAULT_MODEL, MODELS, ModelInfo
 from ._usage import Usage
 from ._version import __version__
-from .hybrid import HybridCollection, SearchHit, SearchResults, TermMatch
+from .hybrid import (
+    HybridCollection,
+    PendingRecord,
+    SearchHit,
+    SearchResults,
+    TermMatch,
+    WriteSummary,
+)
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -60,6 +67,7 @@ __all__ = [
     "InvalidResponseError",
     "MissingAPIKeyError",
     "ModelInfo",
+    "PendingRecord",
     "RateLimitError",
     "SearchHit",
     "SearchResults",
@@ -68,6 +76,7 @@ __all__ = [
     "UnsupportedModelError",
     "UnsupportedSearchError",
     "Usage",
+    "WriteSummary",
     "__version__",
     "default_dense_function",
     "stdlib_docstrings",
