@@ -60,7 +60,7 @@ from ._index_input import concat_records, validate_csr, validate_query
 from ._pruning import exact_scores, pruned_top, select_top
 from ._segments import Segment, merge_postings
 
-__all__ = ["SparseIndex"]
+__all__ = ["IndexState", "SparseIndex"]
 
 #: Merge the two newest segments while the older holds fewer than this many times the
 #: postings of the newer, so sizes shrink at least 4x from oldest to newest: at most
@@ -136,6 +136,21 @@ class _Snapshot:
                 counts[i] = c
                 self.cache[("df", int(q_terms[i]))] = c
         return counts
+
+
+@dataclass(frozen=True, slots=True)
+class IndexState:
+    """Everything an index holds, as plain arrays: what `_snapshot` writes and reads.
+
+    Attributes:
+        slot_ids: The record id of every slot, dead ones included.
+        alive: Per slot, whether it holds a live record.
+        segments: The postings segments, oldest first.
+    """
+
+    slot_ids: list[str]
+    alive: _Bool
+    segments: tuple[Segment, ...]
 
 
 class SparseIndex:
@@ -376,6 +391,34 @@ class SparseIndex:
         if q_terms.shape[0] == 0 or snap.n_slots == 0:
             return []
         return _top(snap, q_terms, q_weights, limit, allowed_slots)
+
+    def export_state(self) -> IndexState:
+        """The index as it is now, sharing its (immutable) arrays: no copy of postings."""
+        snap = self._snap
+        return IndexState(snap.slot_ids[: snap.n_slots], snap.alive, snap.segments)
+
+    @classmethod
+    def from_state(cls, state: IndexState) -> SparseIndex:
+        """An index holding exactly ``state`` (as `export_state` returned it).
+
+        Raises:
+            ValueError: The arrays do not describe an index (lengths or slots disagree,
+                or two live slots share an id).
+        """
+        n_slots = len(state.slot_ids)
+        if state.alive.shape != (n_slots,) or state.alive.dtype != np.bool_:
+            raise ValueError("alive must be one bool per slot")
+        for seg in state.segments:
+            if seg.nnz and (int(seg.slots.min()) < 0 or int(seg.slots.max()) >= n_slots):
+                raise ValueError("a segment refers to a slot out of range")
+        live = np.flatnonzero(state.alive).tolist()
+        slot_of = {state.slot_ids[s]: s for s in live}
+        if len(slot_of) != len(live):
+            raise ValueError("two live slots hold the same id")
+        index = cls()
+        index._slot_of = slot_of
+        index._snap = _Snapshot(state.segments, state.alive, list(state.slot_ids), n_slots)
+        return index
 
     def __len__(self) -> int:
         return len(self._slot_of)
