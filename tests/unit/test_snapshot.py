@@ -38,7 +38,8 @@ def sample_index(seed: int = 0, n: int = 300) -> SparseIndex:
     index.delete(ids[::11])
     for k in range(20):
         index.upsert([ids[k * 3]], [[1, 5, 9 + k]], [[0.5, 1.5, 2.0]])
-    assert index.segment_count > 1 and index.dead_count > 0
+    assert index.segment_count > 1
+    assert index.dead_count > 0
     return index
 
 
@@ -105,7 +106,8 @@ def test_empty_index_round_trips(tmp_path: Path) -> None:
     path = tmp_path / "snap"
     write(path, SparseIndex(), extras={}, blobs={})
     loaded = load(path)
-    assert loaded is not None and len(loaded.index) == 0
+    assert loaded is not None
+    assert len(loaded.index) == 0
 
 
 @pytest.mark.parametrize(
@@ -205,7 +207,8 @@ def test_failed_write_keeps_the_old_snapshot_and_leaves_no_temp_file(
         write(path, sample_index(2), watermark=2)
     monkeypatch.undo()
     loaded = load(path)
-    assert loaded is not None and loaded.watermark == 1
+    assert loaded is not None
+    assert loaded.watermark == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["snap"]
 
 
@@ -222,9 +225,11 @@ def test_invalid_names_and_dtypes_are_refused_before_writing(tmp_path: Path) -> 
 def test_snapshot_path_lives_beside_the_data_and_hashes_odd_ids(tmp_path: Path) -> None:
     """The file sits in the persist directory; an id unsafe as a file name is hashed."""
     p = snapshot_path(tmp_path, CID)
-    assert p.parent == tmp_path / "chroma_sparse_ef" and CID in p.name
+    assert p.parent == tmp_path / "chroma_sparse_ef"
+    assert CID in p.name
     odd = snapshot_path(tmp_path, "../../etc/passwd")
-    assert odd.parent == tmp_path / "chroma_sparse_ef" and ".." not in odd.name
+    assert odd.parent == tmp_path / "chroma_sparse_ef"
+    assert ".." not in odd.name
 
 
 def test_layout_digest_is_stable_and_order_free() -> None:
