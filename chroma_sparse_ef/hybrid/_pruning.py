@@ -1,24 +1,26 @@
 """Exact top-k with dynamic pruning over impact tiers, and exact scoring of given slots.
 
 The method is score-at-a-time over impact-ordered postings (Anh & Moffat, "Pruned query
-evaluation using pre-computed impacts", SIGIR 2006), with a MaxScore-style proof of
+evaluation using pre-computed impacts", SIGIR 2006) with a MaxScore-style proof of
 exactness (Turtle & Flood 1995) and exact re-scoring of the survivors, vectorised for
-numpy. `_segments` splits each long term's postings into tiers by weight. A query reads
-tier 0 of all its terms, then tier 1, and so on. After each pass:
+numpy. `_segments` splits each long term's postings into a heavy head (the top eighth by
+weight) and a tail. A query reads the heads of all its terms in one pass. Then:
 
-- ``P[d]`` is the sum of the products read for slot ``d``;
+- ``P[d]`` is the sum of the products read for slot ``d``, a lower bound on its score;
 - a slot can still gain at most ``R - S[d]``, where ``R = sum_t q_t * c_t`` over the
-  query terms, ``c_t`` the largest weight term ``t`` has in the tiers not read yet, and
-  ``S[d]`` the same sum over the terms whose unread tiers cannot hold ``d`` (because
-  ``d`` was already read in them);
-- ``theta``, the k-th best *exact* score of a few eligible slots, is a lower bound on the
-  k-th best score overall.
+  query terms, ``c_t`` the largest weight in term ``t``'s tail, and ``S[d]`` the same sum
+  over the terms whose head held ``d`` (a record holds a term once, so not in the tail);
+- ``theta``, the k-th best ``P`` over distinct eligible slots, is a lower bound on the
+  k-th best score.
 
-When ``R < theta`` no unread slot can enter the top k, and every read slot with
-``P + R - S < theta`` cannot either. The rest are scored exactly by `exact_scores`, in
+When ``R < theta`` no slot missing from every head can enter the top k, and no read slot
+with ``P + R - S < theta`` can either. The rest are scored exactly (`_verify`: their
+products from the heads, binary searches or a marked scan in the tails), summed in
 ascending term order like the exhaustive path, so their scores are bit-identical and the
-final selection (`select_top`) sees every slot that could rank or tie. The bounds hold
-only for positive weights: `SparseIndex` calls this only when all of them are positive.
+final selection (`select_top`) sees every slot that could rank or tie. Otherwise, or when
+exact re-scoring would cost more than reading everything, `pruned_top` gives up and the
+caller scores exhaustively. The bounds hold only for positive weights: `SparseIndex`
+prunes only then.
 
 Rounding: ``P``, ``S`` and ``R`` are float64 sums of exact products in another order than
 the exact score, off by at most ~n_terms * 2**-53 relative; `_SAFETY` (1e-9 relative to
@@ -103,7 +105,7 @@ def select_top(
 class _Read:
     """Postings read in one pass, concatenated over the query's terms."""
 
-    slots: npt.NDArray[np.int32]
+    slots: _I64
     entry: _I64  # per posting, its index into the query's (segment, term) entries
     products: _F64
 
@@ -115,11 +117,15 @@ def pruned_top(
     q_terms: _U32,
     q_weights: _F64,
     limit: int,
-) -> tuple[_I64, _F64]:
-    """Slots that may rank in the top ``limit``, with their exact scores.
+) -> tuple[_I64, _F64] | None:
+    """Slots that may rank in the top ``limit``, with their exact scores; None to give up.
 
-    Every eligible slot whose exact score could reach the k-th best (ties included) is
-    returned; `select_top` then picks exactly what the exhaustive path would.
+    Reads the heavy tiers (all but the last) of every query term in one pass. If the
+    bounds then prove that the unread postings cannot change the top ``limit``, the few
+    slots that may still rank are scored exactly and returned: every eligible slot whose
+    exact score could reach the k-th best (ties included), so `select_top` picks exactly
+    what the exhaustive path would. Otherwise returns None, having read about an eighth
+    of the postings, and the caller scores exhaustively.
 
     Args:
         segments: All positive weights.
@@ -139,78 +145,92 @@ def pruned_top(
             e_seg.append(seg)
             e_row.append(int(pos[qi]))
             e_q.append(qi)
+    if not e_seg:
+        return np.empty(0, np.int64), np.empty(0, np.float64)
     e_qi = np.asarray(e_q, dtype=np.int64)
     e_w = q_weights[e_qi]
-    e_bounds = np.array([seg.bounds[p] for seg, p in zip(e_seg, e_row, strict=True)])
-    e_bounds = e_bounds.reshape(len(e_seg), TIERS + 1).astype(np.int64, copy=False)
-    e_rest = np.array([seg.rest_max[p] for seg, p in zip(e_seg, e_row, strict=True)])
-    e_rest = e_rest.reshape(len(e_seg), TIERS + 1).astype(np.float64, copy=False)
-    seg_of = np.asarray([id(seg) for seg in e_seg], dtype=np.int64)
-
+    e_bounds = np.stack([seg.bounds[p] for seg, p in zip(e_seg, e_row, strict=True)])
+    e_rest = np.stack([seg.rest_max[p] for seg, p in zip(e_seg, e_row, strict=True)])
+    level = TIERS - 2  # read tiers 0..level
+    unread = int((e_bounds[:, -1] - e_bounds[:, level + 1]).sum())
+    read = _read_tiers(e_seg, e_bounds, e_w, level + 1)
     partial = np.zeros(n_slots, dtype=np.float64)
-    owner = np.empty(n_slots, dtype=np.int64)  # scratch for de-duplication, never read unset
-    seen_parts: list[_I64] = []
-    reads: list[_Read] = []
-    for level in range(TIERS):
-        read = _read_level(e_seg, e_bounds, e_w, level)
-        if read.slots.shape[0]:
-            fresh = read.slots[partial[read.slots] == 0].astype(np.int64)
-            order = np.arange(fresh.shape[0], dtype=np.int64)
-            owner[fresh] = order
-            seen_parts.append(fresh[owner[fresh] == order])
-            np.add.at(partial, read.slots, read.products)
-            reads.append(read)
-        unread = int((e_bounds[:, -1] - e_bounds[:, level + 1]).sum())
-        if unread == 0:
-            break
-        seen = np.concatenate(seen_parts) if seen_parts else np.empty(0, np.int64)
-        seen = seen[eligible[seen]]
-        if seen.shape[0] < limit:
-            continue
-        vals = partial[seen]
-        # Every weight is positive, so a read partial sum is a lower bound on its score.
-        theta = float(np.partition(vals, seen.shape[0] - limit)[seen.shape[0] - limit])
-        e_c = e_w * e_rest[:, level + 1]
-        rest = max(float(e_c[seg_of == key].sum()) for key in set(seg_of.tolist()))
-        slack = _SAFETY * (theta + rest + float(vals.max()))
-        if rest + slack >= theta:
-            continue
-        credit = np.zeros(n_slots, dtype=np.float64)
-        for r in reads:
-            np.add.at(credit, r.slots, e_c[r.entry])
-        upper = vals + rest - credit[seen]
-        cand = seen[upper + slack >= theta]
-        if cand.shape[0] * _POSTINGS_PER_CANDIDATE > unread:
-            continue  # reading another tier is cheaper than scoring these one by one
-        cand.sort()
-        return cand, _verify(cand, n_slots, reads, e_seg, e_bounds, e_qi, e_w, level, q_terms)
-    seen = np.concatenate(seen_parts) if seen_parts else np.empty(0, np.int64)
+    np.add.at(partial, read.slots, read.products)
+    if unread == 0:
+        cand = _contenders(read.slots, partial, eligible, limit)
+        return cand, _verify(cand, n_slots, [read], e_seg, e_bounds, e_qi, e_w, level, q_terms)
+
+    # A slot can gain at most sum(q_t * c_t) over the terms whose unread tiers may hold
+    # it; rest bounds that for slots never read (per segment: a slot lives in one).
+    e_c = e_w * e_rest[:, level + 1].astype(np.float64)
+    seg_ids = np.asarray([id(seg) for seg in e_seg], dtype=np.int64)
+    rest = max(float(e_c[seg_ids == key].sum()) for key in set(seg_ids.tolist()))
+    ok = eligible[read.slots]
+    slots = read.slots[ok]
+    vals = partial[slots]
+    theta = _kth_distinct(slots, vals, limit)
+    if theta is None:
+        return None
+    slack = _SAFETY * (theta + rest + float(vals.max()))
+    if rest + slack >= theta:
+        return None
+    credit = np.zeros(n_slots, dtype=np.float64)
+    np.add.at(credit, read.slots, e_c[read.entry])
+    upper = vals + rest - credit[slots]
+    cand = np.unique(slots[upper + slack >= theta])
+    if cand.shape[0] * _POSTINGS_PER_CANDIDATE > unread:
+        return None  # scoring these one by one would cost more than reading everything
+    return cand, _verify(cand, n_slots, [read], e_seg, e_bounds, e_qi, e_w, level, q_terms)
+
+
+def _kth_distinct(slots: _I64, vals: _F64, limit: int) -> float | None:
+    """The ``limit``-th largest value over distinct slots (a slot repeats once per term)."""
+    if slots.shape[0] < limit:
+        return None
+    # A slot appears at most once per query term, so the top limit * terms postings hold
+    # at least ``limit`` distinct slots whenever that many exist.
+    take = min(slots.shape[0], limit * 64)
+    top = np.argpartition(vals, slots.shape[0] - take)[slots.shape[0] - take :]
+    uniq, first = np.unique(slots[top], return_index=True)
+    if uniq.shape[0] < limit:
+        uniq, first = np.unique(slots, return_index=True)
+        if uniq.shape[0] < limit:
+            return None
+        best = vals[first]
+    else:
+        best = vals[top][first]
+    return float(np.partition(best, best.shape[0] - limit)[best.shape[0] - limit])
+
+
+def _contenders(slots: _I64, partial: _F64, eligible: _Bool, limit: int) -> _I64:
+    """With every posting read: eligible slots whose sum may reach the k-th best."""
+    seen = np.unique(slots)
     seen = seen[eligible[seen]]
     if seen.shape[0] > limit:
         vals = partial[seen]
         kth = float(np.partition(vals, seen.shape[0] - limit)[seen.shape[0] - limit])
         seen = seen[vals >= kth - _SAFETY * float(vals.max())]
-    seen.sort()
-    return seen, _verify(seen, n_slots, reads, e_seg, e_bounds, e_qi, e_w, TIERS - 1, q_terms)
+    return seen
 
 
-def _read_level(e_seg: list[Segment], e_bounds: _I64, e_w: _F64, level: int) -> _Read:
-    """Tier ``level`` of every entry, concatenated, with the products it contributes."""
-    starts = e_bounds[:, level]
-    lens = e_bounds[:, level + 1] - starts
+def _read_tiers(e_seg: list[Segment], e_bounds: _I64, e_w: _F64, upto: int) -> _Read:
+    """Tiers ``0..upto-1`` of every entry, concatenated, with the products they add."""
+    starts = e_bounds[:, 0]
+    lens = e_bounds[:, upto] - starts
     live = np.flatnonzero(lens)
-    if live.shape[0] == 0:
-        return _Read(np.empty(0, np.int32), np.empty(0, np.int64), np.empty(0, np.float64))
     slot_parts = []
     weight_parts = []
     for e in live.tolist():
         a, b = int(starts[e]), int(starts[e] + lens[e])
         slot_parts.append(e_seg[e].slots[a:b])
         weight_parts.append(e_seg[e].weights[a:b])
+    if not slot_parts:
+        return _Read(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float64))
     entry = np.repeat(live.astype(np.int64), lens[live])
     weights = np.concatenate(weight_parts)
+    # int64 once: numpy gathers with int32 indices convert them on every use.
     return _Read(
-        np.concatenate(slot_parts),
+        np.concatenate(slot_parts).astype(np.int64),
         entry,
         np.multiply(weights, e_w[entry], dtype=np.float64),
     )
