@@ -292,8 +292,6 @@ class SparseIndex:
         with self._write_lock:
             snap = self._snap
             base = snap.n_slots
-            lengths = np.diff(indptr)
-            slots = np.repeat(np.arange(base, base + n_new, dtype=np.int32), lengths)
             alive = np.ones(base + n_new, dtype=np.bool_)
             alive[:base] = snap.alive
             replaced = [s for s in map(self._slot_of.get, ids) if s is not None]
@@ -301,7 +299,7 @@ class SparseIndex:
                 alive[np.asarray(replaced, dtype=np.int64)] = False
             segments = snap.segments
             if terms.shape[0]:
-                fresh = Segment.from_postings(slots, terms, weights, slot_sorted=True)
+                fresh = Segment.from_records(base, indptr, terms, weights)
                 segments = _merge_tail((*segments, fresh), alive)
             slot_ids = snap.slot_ids
             slot_ids.extend(ids)
