@@ -107,6 +107,27 @@ def latencies(fn: Callable[[Query], object], queries: Sequence[Query]) -> list[f
     return out
 
 
+def interleaved(
+    fns: dict[str, Callable[[Query], object]], queries: Sequence[Query]
+) -> dict[str, list[float]]:
+    """Per method, one latency per query, the methods taking turns on each query.
+
+    On a shared machine the load changes during a run; taking turns exposes every
+    method to the same conditions, so their ratios stay meaningful.
+    """
+    for fn in fns.values():
+        for q in queries[:5]:  # warm caches and lazy paths
+            fn(q)
+    out: dict[str, list[float]] = {name: [] for name in fns}
+    names = list(fns)
+    for i, q in enumerate(queries):
+        for name in names[i % len(names) :] + names[: i % len(names)]:
+            t0 = time.perf_counter()
+            fns[name](q)
+            out[name].append(time.perf_counter() - t0)
+    return out
+
+
 def median_p95(samples: list[float]) -> tuple[float, float]:
     return statistics.median(samples), float(np.percentile(samples, 95))
 
@@ -269,11 +290,11 @@ def side_by_side(csr: CSR, queries: list[Query], k: int, label: str) -> None:
     }
     reference = [ours(q) for q in binary]
     reference_idf = [ours_idf(q) for q in binary]
-    medians: dict[str, float] = {}
+    times = interleaved({name: fn for name, (fn, _) in methods.items()}, binary)
+    medians = {name: median_p95(t)[0] for name, t in times.items()}
     print(f"{'method':<26} {'median':>10} {'p95':>10} {'vs ours':>8} {'vs bm25s':>9}  top-k check")
     for name, (fn, idf) in methods.items():
-        med, p95 = median_p95(latencies(fn, binary))
-        medians[name] = med
+        med, p95 = median_p95(times[name])
         ref_list = reference_idf if idf else reference
         checks = idf_binary if idf else binary
         same_ids = 0
@@ -288,7 +309,7 @@ def side_by_side(csr: CSR, queries: list[Query], k: int, label: str) -> None:
         base = medians[
             "this index, IDF on" if idf and name != "this index, IDF on" else "this index"
         ]
-        vs_bm25s = medians.get("bm25s 0.3 retrieve", med) / med
+        vs_bm25s = medians["bm25s 0.3 retrieve"] / med
         print(
             f"{name:<26} {ms(med):>10} {ms(p95):>10} {med / base:>7.2f}x {vs_bm25s:>8.2f}x  "
             f"identical ids {same_ids}/{len(binary)}, scores agree"

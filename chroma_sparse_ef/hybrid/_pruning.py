@@ -88,13 +88,13 @@ def select_top(
     n = cand.shape[0]
     if n > limit:
         kth = scores[np.argpartition(scores, n - limit)[n - limit]]
-        chosen: list[int] = cand[scores > kth].tolist()
-        tied: list[int] = cand[scores == kth].tolist()
-        need = limit - len(chosen)
-        if len(tied) > need:
-            tied = heapq.nsmallest(need, tied, key=slot_ids.__getitem__)
-        chosen += tied
-        keep = np.isin(cand, np.asarray(chosen, dtype=np.int64))
+        chosen = np.flatnonzero(scores > kth)
+        tied = np.flatnonzero(scores == kth)
+        need = limit - chosen.shape[0]
+        if tied.shape[0] > need:
+            smallest = heapq.nsmallest(need, tied.tolist(), key=lambda i: slot_ids[cand[i]])
+            tied = np.asarray(smallest, dtype=np.int64)
+        keep = np.concatenate((chosen, tied))
         cand, scores = cand[keep], scores[keep]
     results = [(slot_ids[s], float(v)) for s, v in zip(cand.tolist(), scores.tolist(), strict=True)]
     results.sort(key=lambda r: (-r[1], r[0]))
