@@ -73,6 +73,9 @@ _MERGE_FACTOR = 4
 _COMPACT_DEAD_FRACTION = 0.25
 #: Below this many slots, dead ones cost nothing worth a rebuild.
 _COMPACT_MIN_SLOTS = 1024
+#: Smallest segment `from_csr_pages` builds (postings; 32 MiB of output): fewer, larger
+#: segments cost less per query, and below this the peak it bounds is small anyway.
+_PAGE_SEGMENT_MIN = 2**22
 #: Queries reading fewer postings than this go exhaustive: pruning's fixed cost (a pass
 #: per tier, exact re-scoring) only pays off on long lists. Terms shorter than
 #: `_segments.TIER_MIN_POSTINGS` are one tier anyway.
@@ -231,6 +234,59 @@ class SparseIndex:
         index._write(ids, *validate_csr(ids, indptr, indices, values))
         return index
 
+    @classmethod
+    def from_csr_pages(
+        cls,
+        pages: Iterable[tuple[Sequence[str], npt.ArrayLike, npt.ArrayLike, npt.ArrayLike]],
+    ) -> SparseIndex:
+        """Build from CSR pages (e.g. one per Chroma ``get`` page) with a bounded peak.
+
+        Decoding everything and then calling `from_csr` holds the decoded vectors and
+        the index at once: twice the index. Here each page is consumed as it comes, and
+        buffered pages become a segment once they hold 2/3 of the postings indexed so
+        far (at least `_PAGE_SEGMENT_MIN`): a segment build then holds at most 0.4x the
+        final index twice over, so the peak stays under ~1.4x the index plus one page.
+        Segment sizes grow geometrically: about 7 segments for 150M postings.
+
+        Args:
+            pages: ``(ids, indptr, indices, values)`` per page, as for `from_csr`.
+
+        Returns:
+            A new index holding every page's records.
+
+        Raises:
+            ValueError: A page is invalid, or an id repeats (within or across pages).
+        """
+        slot_ids: list[str] = []
+        segments: list[Segment] = []
+        buffer: list[tuple[_I64, npt.NDArray[np.uint32], _F32]] = []
+        buffered = indexed = base = 0
+        for ids, indptr, indices, values in pages:
+            ids = list(ids)
+            part = validate_csr(ids, indptr, indices, values)
+            buffer.append(part)
+            slot_ids.extend(ids)
+            buffered += int(part[1].shape[0])
+            if buffered >= max(_PAGE_SEGMENT_MIN, 2 * indexed // 3):
+                segments.append(Segment.from_records(base, buffer))
+                base = len(slot_ids)
+                indexed += buffered
+                buffer, buffered = [], 0
+        if buffer:
+            segments.append(Segment.from_records(base, buffer))
+        slot_of = {record_id: s for s, record_id in enumerate(slot_ids)}
+        if len(slot_of) != len(slot_ids):
+            raise ValueError("ids must be unique across pages")
+        index = cls()
+        index._slot_of = slot_of
+        index._snap = _Snapshot(
+            tuple(seg for seg in segments if seg.nnz),
+            np.ones(len(slot_ids), dtype=np.bool_),
+            slot_ids,
+            len(slot_ids),
+        )
+        return index
+
     # ------------------------------------------------------------------ writes
 
     def upsert(
@@ -299,7 +355,7 @@ class SparseIndex:
                 alive[np.asarray(replaced, dtype=np.int64)] = False
             segments = snap.segments
             if terms.shape[0]:
-                fresh = Segment.from_records(base, indptr, terms, weights)
+                fresh = Segment.from_records(base, [(indptr, terms, weights)])
                 segments = _merge_tail((*segments, fresh), alive)
             slot_ids = snap.slot_ids
             slot_ids.extend(ids)

@@ -19,7 +19,7 @@ exactness argument in `_index` needs.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,6 +48,10 @@ _COUNTING_LIMIT = 2**22
 _UINT16_LIMIT = 2**16
 
 _F32 = npt.NDArray[np.float32]
+#: Postings to group: term ids, weights, and a function giving their slots when needed.
+_Chunk = tuple[
+    npt.NDArray[np.integer], npt.NDArray[np.float32], Callable[[], npt.NDArray[np.int32]]
+]
 _F64 = npt.NDArray[np.float64]
 _I32 = npt.NDArray[np.int32]
 _I64 = npt.NDArray[np.int64]
@@ -106,28 +110,27 @@ class Segment:
 
     @classmethod
     def from_records(
-        cls, base_slot: int, indptr: _I64, terms: npt.NDArray[np.uint32], weights: _F32
+        cls,
+        base_slot: int,
+        parts: Sequence[tuple[_I64, npt.NDArray[np.uint32], _F32]],
     ) -> Segment:
-        """A segment of new records: record ``i`` gets slot ``base_slot + i``.
+        """A segment of new records, given as CSR parts, numbered from ``base_slot`` on.
 
         Args:
-            base_slot: The first record's slot.
-            indptr: CSR offsets of the records' postings.
-            terms: Term ids, ascending within each record.
-            weights: Nonzero weights.
+            base_slot: The first record's slot; later records (across parts) follow.
+            parts: ``(indptr, terms, weights)`` CSR batches; terms ascending within a
+                record, weights nonzero.
         """
-        n_records = indptr.shape[0] - 1
-        lengths = np.diff(indptr)
-
-        def slots_of(start: int, end: int) -> _I32:
-            # Records whose postings start in [start, end): chunks end on record bounds.
-            first = int(np.searchsorted(indptr, start, side="right")) - 1
-            last = int(np.searchsorted(indptr, end, side="left"))
-            ids = np.arange(base_slot + first, base_slot + last, dtype=np.int32)
-            return np.repeat(ids, lengths[first:last])
-
-        bounds = _record_chunks(indptr, n_records)
-        return cls._grouped(terms, weights, slots_of, bounds, None)
+        chunks: list[_Chunk] = []
+        first_slot = base_slot
+        for indptr, terms, weights in parts:
+            lengths = np.diff(indptr)
+            for a, b in itertools.pairwise(_record_chunks(indptr).tolist()):
+                chunks.append(
+                    (terms[a:b], weights[a:b], _record_slots(indptr, lengths, first_slot, a, b))
+                )
+            first_slot += indptr.shape[0] - 1
+        return cls._grouped(chunks, None)
 
     @classmethod
     def from_postings(
@@ -150,36 +153,35 @@ class Segment:
         """
         nnz = int(terms.shape[0])
         cuts = np.arange(0, nnz + _CHUNK, _CHUNK).clip(max=nnz)
-
-        def slots_of(start: int, end: int) -> _I32:
-            return slots[start:end]
-
-        return cls._grouped(terms, weights, slots_of, cuts, unsorted_terms)
+        chunks: list[_Chunk] = [
+            (terms[a:b], weights[a:b], _slice_of(slots, a, b))
+            for a, b in itertools.pairwise(cuts.tolist())
+        ]
+        return cls._grouped(chunks, unsorted_terms)
 
     @classmethod
-    def _grouped(
-        cls,
-        terms: npt.NDArray[np.integer],
-        weights: _F32,
-        slots_of: Callable[[int, int], _I32],
-        cuts: _I64,
-        unsorted_terms: _U32 | None,
-    ) -> Segment:
-        """A stable counting sort by term, chunk by chunk (``cuts`` are posting offsets).
+    def _grouped(cls, chunks: list[_Chunk], unsorted_terms: _U32 | None) -> Segment:
+        """A stable counting sort by term over the postings of ``chunks``, in order.
 
         Temporary memory stays at a chunk's worth: the output (8 bytes per posting) is
         the only full-size allocation, which bounds the peak of a build or a merge.
         """
-        nnz = int(terms.shape[0])
+        chunks = [c for c in chunks if c[0].shape[0]]
+        nnz = sum(int(c[0].shape[0]) for c in chunks)
         if nnz == 0:
             return cls.empty()
-        n_keys = int(terms.max()) + 1
+        n_keys = max(int(c[0].max()) for c in chunks) + 1
         if n_keys > _COUNTING_LIMIT:
-            return cls._grouped_by_argsort(terms, weights, slots_of(0, nnz), unsorted_terms)
+            return cls._grouped_by_argsort(
+                np.concatenate([c[0] for c in chunks]),
+                np.concatenate([c[1] for c in chunks]),
+                np.concatenate([c[2]() for c in chunks]),
+                unsorted_terms,
+            )
         key_type = np.uint16 if n_keys <= _UINT16_LIMIT else np.uint32
         counts = np.zeros(n_keys, dtype=np.int64)
-        for a, b in itertools.pairwise(cuts.tolist()):
-            counts += np.bincount(terms[a:b], minlength=n_keys)
+        for terms, _, _ in chunks:
+            counts += np.bincount(terms, minlength=n_keys)
         present = np.flatnonzero(counts)
         indptr = np.zeros(present.shape[0] + 1, dtype=np.int64)
         np.cumsum(counts[present], out=indptr[1:])
@@ -188,17 +190,15 @@ class Segment:
         del counts
         out_slots = np.empty(nnz, dtype=np.int32)
         out_weights = np.empty(nnz, dtype=np.float32)
-        for a, b in itertools.pairwise(cuts.tolist()):
-            if a == b:
-                continue
-            chunk = terms[a:b].astype(key_type, copy=False)
+        for terms, weights, slots_of in chunks:
+            chunk = terms.astype(key_type, copy=False)
             order = np.argsort(chunk, kind="stable")
             keys = chunk[order].astype(np.int64)
             starts = np.flatnonzero(np.concatenate(([True], keys[1:] != keys[:-1])))
             runs = np.diff(np.append(starts, keys.shape[0]))
             dest = cursor[keys] + (np.arange(keys.shape[0]) - np.repeat(starts, runs))
-            out_slots[dest] = slots_of(a, b)[order]
-            out_weights[dest] = weights[a:b][order]
+            out_slots[dest] = slots_of()[order]
+            out_weights[dest] = weights[order]
             cursor[keys[starts]] += runs
         term_ids = present.astype(np.uint32)
         return cls.from_term_major(term_ids, indptr, out_slots, out_weights, unsorted_terms)
@@ -419,8 +419,27 @@ def merge_postings(
     )
 
 
-def _record_chunks(indptr: _I64, n_records: int) -> _I64:
+def _slice_of(slots: _I32, start: int, end: int) -> Callable[[], _I32]:
+    return lambda: slots[start:end]
+
+
+def _record_slots(
+    indptr: _I64, lengths: _I64, first_slot: int, start: int, end: int
+) -> Callable[[], _I32]:
+    """The slots of postings ``start:end`` (cut on record bounds), computed when called."""
+
+    def slots() -> _I32:
+        first = int(np.searchsorted(indptr, start, side="right")) - 1
+        last = int(np.searchsorted(indptr, end, side="left"))
+        ids = np.arange(first_slot + first, first_slot + last, dtype=np.int32)
+        return np.repeat(ids, lengths[first:last])
+
+    return slots
+
+
+def _record_chunks(indptr: _I64) -> _I64:
     """Posting offsets that cut the records into chunks of about `_CHUNK` postings."""
+    n_records = indptr.shape[0] - 1
     if n_records == 0:
         return np.zeros(1, dtype=np.int64)
     targets = np.arange(0, int(indptr[-1]), _CHUNK)

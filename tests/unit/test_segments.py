@@ -118,3 +118,44 @@ def test_merges_and_compaction_keep_tiers_sorted(monkeypatch: pytest.MonkeyPatch
             key=lambda r: (-r[1], r[0]),
         )
         assert got == want
+
+
+def test_paged_build_equals_one_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """from_csr_pages gives the same answers as from_csr, in several segments."""
+    monkeypatch.setattr(_segments, "TIER_MIN_POSTINGS", 32)
+    monkeypatch.setattr(_index, "_PAGE_SEGMENT_MIN", 50)
+    rng = np.random.default_rng(5)
+    ids, idx, val = frequent_corpus(rng, 500)
+    idx[7], val[7] = [], []  # a record without terms
+    whole = SparseIndex.build(ids, idx, val)
+
+    def pages() -> list[tuple[list[str], np.ndarray, np.ndarray, np.ndarray]]:
+        out = []
+        for a in range(0, 500, 37):
+            rows = range(a, min(a + 37, 500))
+            lengths = [len(idx[i]) for i in rows]
+            indptr = np.concatenate(([0], np.cumsum(lengths))).astype(np.int64)
+            terms = np.array([t for i in rows for t in idx[i]], dtype=np.uint32)
+            weights = np.array([w for i in rows for w in val[i]], dtype=np.float32)
+            out.append(([ids[i] for i in rows], indptr, terms, weights))
+        return out
+
+    paged = SparseIndex.from_csr_pages(pages())
+    assert paged.segment_count > 2
+    assert sorted(paged.ids()) == sorted(ids)
+    for seg in paged._snap.segments:
+        check_invariants(seg)
+    for q in ([0], [1], [0, 1, 5], [2, 3, 4, 30], [39]):
+        w = np.linspace(0.5, 2.0, len(q))
+        for limit in (1, 10, 600):
+            assert paged.search(q, w, limit) == whole.search(q, w, limit)
+    paged.upsert(["r0001"], [[0, 3]], [[2.0, 2.0]])
+    whole.upsert(["r0001"], [[0, 3]], [[2.0, 2.0]])
+    assert paged.search([0, 3], [1.0, 1.0], 20) == whole.search([0, 3], [1.0, 1.0], 20)
+
+
+def test_paged_build_refuses_an_id_repeated_across_pages() -> None:
+    """The same id on two pages is a ValueError, as a repeat within one batch is."""
+    page = (["a"], np.array([0, 1]), np.array([3], dtype=np.uint32), np.array([1.0], np.float32))
+    with pytest.raises(ValueError, match="unique"):
+        SparseIndex.from_csr_pages([page, page])
