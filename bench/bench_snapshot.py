@@ -5,11 +5,12 @@ Run: ``python bench/bench_snapshot.py [--docs 100000 200000 [1000000]] [--dir PA
 Data is SYNTHETIC (see `_synthetic.py`). For each size, from one run:
 
 - rebuild: decode the codec strings Chroma stores (`decode_sparse_vectors`) and build the
-  index (`SparseIndex.from_csr`), i.e. what an open costs after Chroma's reads;
+  index (`SparseIndex.from_csr`), i.e. what an open costs after Chroma's reads; and the
+  same page by page (10,000 records a page, `SparseIndex.from_csr_pages`);
 - write: `write_snapshot` (hash + write + fsync + rename);
-- open: `load_snapshot` (read + verify every digest + build the id map), then the first
-  search;
-- memory: peak resident set during rebuild and during open, against the steady state.
+- open: `load_snapshot` in a fresh process (read + verify every digest + build the id
+  map), then its first search;
+- memory: the index's own bytes, and the peak resident-set growth of each phase.
 
 Reading Chroma itself (``collection.get``) is measured by ``bench/bench_hybrid.py``; the
 snapshot removes it from an open except for the writes since the snapshot.
@@ -21,12 +22,16 @@ import argparse
 import gc
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -34,7 +39,7 @@ from _synthetic import SyntheticCorpus
 
 from chroma_sparse_ef.hybrid._codec import decode_sparse_vectors, encode_sparse_vector
 from chroma_sparse_ef.hybrid._index import SparseIndex
-from chroma_sparse_ef.hybrid._snapshot import layout_digest, load_snapshot, write_snapshot
+from chroma_sparse_ef.hybrid._snapshot import layout_digest, write_snapshot
 
 COLLECTION_ID = "00000000-0000-4000-8000-000000000001"
 LAYOUT = layout_digest({"bench": True})
@@ -62,6 +67,52 @@ def peak() -> int:
 
 def mib(n: float) -> str:
     return f"{n / 2**20:,.0f} MiB"
+
+
+#: Records per page of the paged rebuild (what a caller reading Chroma in pages gets).
+PAGE = 10_000
+
+_OPEN_IN_CHILD = """
+import sys, time, numpy as np
+from chroma_sparse_ef.hybrid._snapshot import load_snapshot
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+def hwm():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+base = rss()
+t0 = time.perf_counter()
+got = load_snapshot(sys.argv[1], collection_id=sys.argv[2], layout=sys.argv[3])
+t_load = time.perf_counter() - t0
+q = np.array(sys.argv[4].split(","), dtype=np.uint32)
+w = np.array(sys.argv[5].split(","), dtype=np.float32)
+t0 = time.perf_counter()
+res = got.index.search(q, w, 10)
+t_first = time.perf_counter() - t0
+print(t_load, t_first, hwm() - base, rss() - base, repr(res[0]))
+"""
+
+
+def open_in_child(path: Path, query: tuple[np.ndarray, np.ndarray]) -> tuple[float, ...]:
+    """Load the snapshot and search once in a fresh interpreter, as a new process would."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _OPEN_IN_CHILD,
+            str(path),
+            COLLECTION_ID,
+            LAYOUT,
+            ",".join(map(str, query[0].tolist())),
+            ",".join(map(repr, query[1].tolist())),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split(maxsplit=4)
+    return float(out[0]), float(out[1]), float(out[2]), float(out[3])
 
 
 def one_size(n: int, folder: Path, corpus: SyntheticCorpus) -> None:
@@ -102,28 +153,34 @@ def one_size(n: int, folder: Path, corpus: SyntheticCorpus) -> None:
     base = rss()
     reset_peak()
     t0 = time.perf_counter()
-    loaded = load_snapshot(path, collection_id=COLLECTION_ID, layout=LAYOUT, watermark=n)
-    t_load = time.perf_counter() - t0
-    assert loaded is not None
-    load_peak = peak() - base
-    t0 = time.perf_counter()
-    got = loaded.index.search(query[0], query[1], 10)
-    t_first = time.perf_counter() - t0
-    assert got == expected
+
+    def pages() -> Iterator[tuple[list[str], npt.NDArray[np.int64], npt.NDArray[Any], Any]]:
+        for a in range(0, n, PAGE):
+            yield (ids[a : a + PAGE], *decode_sparse_vectors(encoded[a : a + PAGE]))
+
+    paged = SparseIndex.from_csr_pages(pages())
+    t_paged = time.perf_counter() - t0
+    paged_peak = peak() - base
+    assert paged.search(query[0], query[1], 10) == expected
+    del paged
+    gc.collect()
+
+    t_load, t_first, load_peak, load_rss = open_in_child(path, query)
     size = path.stat().st_size
     rebuild = t_decode + t_build
     print(
-        f"{n:>9,} | rebuild {rebuild:6.2f} s (decode {t_decode:.2f} + build {t_build:.2f}) "
-        f"| write {t_write:5.2f} s | open {t_load:5.2f} s + first search "
-        f"{t_first * 1e3:.1f} ms (rebuilt: {t_first_rebuilt * 1e3:.1f} ms) "
-        f"| {rebuild / t_load:4.1f}x faster"
+        f"{n:>9,} | rebuild {rebuild:6.2f} s (decode {t_decode:.2f} + build {t_build:.2f}), "
+        f"paged {t_paged:6.2f} s | write {t_write:5.2f} s | open {t_load:5.2f} s + first "
+        f"search {t_first * 1e3:.1f} ms (rebuilt: {t_first_rebuilt * 1e3:.1f} ms) | "
+        f"{rebuild / t_load:4.1f}x faster"
     )
     print(
-        f"{'':>9} | file {mib(size)}, index {mib(nbytes)}; steady {mib(steady)}, peak "
-        f"during rebuild {mib(rebuild_peak)} ({rebuild_peak / max(steady, 1):.2f}x, "
-        f"decoded vectors included), during open {mib(load_peak)} "
-        f"({load_peak / max(steady, 1):.2f}x)"
+        f"{'':>9} | file {mib(size)}, index {mib(nbytes)}; peak growth: rebuild "
+        f"{mib(rebuild_peak)} ({rebuild_peak / nbytes:.2f}x the index), paged "
+        f"{mib(paged_peak)} ({paged_peak / nbytes:.2f}x), open {mib(load_peak)} "
+        f"({load_peak / nbytes:.2f}x; resident after {mib(load_rss)}, ids included)"
     )
+    del steady
     path.unlink()
 
 
