@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _synthetic import BERT_VOCAB_SIZE, SyntheticCorpus
 
-from chroma_sparse_ef.hybrid import _index
+from chroma_sparse_ef.hybrid import _scoring
 from chroma_sparse_ef.hybrid._codec import (
     decode_sparse_vectors,
     encode_sparse_vector,
@@ -84,12 +84,12 @@ def peak_rss() -> int:
 @contextlib.contextmanager
 def exhaustive_only() -> Iterator[None]:
     """Force the exhaustive path, to time it against pruning in the same run."""
-    saved = _index._PRUNE_MIN_POSTINGS
-    _index._PRUNE_MIN_POSTINGS = 2**62
+    saved = _scoring._PRUNE_MIN_POSTINGS
+    _scoring._PRUNE_MIN_POSTINGS = 2**62
     try:
         yield
     finally:
-        _index._PRUNE_MIN_POSTINGS = saved
+        _scoring._PRUNE_MIN_POSTINGS = saved
 
 
 def ms(seconds: float) -> str:

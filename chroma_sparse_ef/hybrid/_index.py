@@ -57,7 +57,7 @@ import numpy.typing as npt
 
 from ._idf import bm25_idf, live_term_counts
 from ._index_input import concat_records, validate_csr, validate_query
-from ._pruning import exact_scores, pruned_top, select_top
+from ._scoring import top_k
 from ._segments import Segment, merge_postings
 
 __all__ = ["IndexState", "SparseIndex"]
@@ -76,19 +76,6 @@ _COMPACT_MIN_SLOTS = 1024
 #: Smallest segment `from_csr_pages` builds (postings; 32 MiB of output): fewer, larger
 #: segments cost less per query, and below this the peak it bounds is small anyway.
 _PAGE_SEGMENT_MIN = 2**22
-#: Queries reading fewer postings than this go exhaustive: pruning's fixed cost (a pass
-#: per tier, exact re-scoring) only pays off on long lists. Terms shorter than
-#: `_segments.TIER_MIN_POSTINGS` are one tier anyway.
-_PRUNE_MIN_POSTINGS = 50_000
-#: Pruning pays off only when few long lists bound the unread part: measured side by side
-#: on the synthetic 100k corpus (top 10, unit query weights), pruned against exhaustive:
-#: 0.79 vs 1.35 ms with 4 terms, 2.25 vs 2.36 ms with 10 (1.58 vs 3.44 ms with IDF), but
-#: 20 vs 14 ms with 30, where the sum of 30 tail bounds proves little.
-_PRUNE_MAX_LONG_TERMS = 12
-#: An ``allowed`` set this small (in slots) per query term is scored directly by binary
-#: search instead of through the postings: ~0.1 us per slot and term against the ~3 ns
-#: per posting of a gather (measured on the synthetic 100k corpus).
-_DIRECT_MAX_SLOTS = 2048
 
 _F32 = npt.NDArray[np.float32]
 _F64 = npt.NDArray[np.float64]
@@ -449,7 +436,15 @@ class SparseIndex:
                 q_weights = (q_weights.astype(np.float32) * idf).astype(np.float64)
         if q_terms.shape[0] == 0 or snap.n_slots == 0:
             return []
-        return _top(snap, q_terms, q_weights, limit, allowed_slots)
+        return top_k(
+            snap.segments,
+            snap.alive,
+            snap.slot_ids,
+            q_terms,
+            q_weights,
+            limit,
+            allowed_slots,
+        )
 
     def export_state(self) -> IndexState:
         """The index as it is now, sharing its (immutable) arrays: no copy of postings."""
@@ -509,72 +504,6 @@ class SparseIndex:
     def dead_count(self) -> int:
         """Slots of replaced or deleted records not reclaimed yet."""
         return self._snap.n_slots - len(self._slot_of)
-
-
-# ---------------------------------------------------------------------- scoring
-
-
-def _top(
-    snap: _Snapshot,
-    q_terms: _U32,
-    q_weights: _F64,
-    limit: int,
-    allowed_slots: _I64 | None,
-) -> list[tuple[str, float]]:
-    if allowed_slots is not None and allowed_slots.shape[0] <= _DIRECT_MAX_SLOTS:
-        cand = np.unique(allowed_slots)
-        scores, matched = exact_scores(snap.segments, q_terms, q_weights, cand)
-        return select_top(cand[matched], scores[matched], limit, snap.slot_ids)
-    positive = snap.all_positive and bool(np.all(q_weights > 0))
-    postings, long_terms = _query_cost(snap, q_terms)
-    if positive and postings >= _PRUNE_MIN_POSTINGS and long_terms <= _PRUNE_MAX_LONG_TERMS:
-        eligible = snap.alive
-        if allowed_slots is not None:
-            eligible = np.zeros(snap.n_slots, dtype=np.bool_)
-            eligible[allowed_slots] = True
-            eligible &= snap.alive
-        pruned = pruned_top(snap.segments, snap.n_slots, eligible, q_terms, q_weights, limit)
-        if pruned is not None:
-            return select_top(*pruned, limit, snap.slot_ids)
-    return _exhaustive(snap, q_terms, q_weights, limit, allowed_slots, positive)
-
-
-def _query_cost(snap: _Snapshot, q_terms: _U32) -> tuple[int, int]:
-    """Postings an exhaustive search reads, and how many (segment, term) lists are tiered."""
-    total = long_terms = 0
-    for seg in snap.segments:
-        pos, found = seg.find(q_terms)
-        rows = seg.bounds[pos[found]]
-        total += int((rows[:, -1] - rows[:, 0]).sum())
-        long_terms += int(np.count_nonzero(rows[:, 1] != rows[:, -1]))
-    return total, long_terms
-
-
-def _exhaustive(
-    snap: _Snapshot,
-    q_terms: _U32,
-    q_weights: _F64,
-    limit: int,
-    allowed_slots: _I64 | None,
-    positive: bool,
-) -> list[tuple[str, float]]:
-    scores = np.zeros(snap.n_slots, dtype=np.float64)
-    # With only positive weights a slot is a candidate iff its score is positive (a
-    # float64 product of float32 cannot underflow); otherwise track matches explicitly.
-    touched = None if positive else np.zeros(snap.n_slots, dtype=np.bool_)
-    matched = False
-    for seg in snap.segments:
-        matched |= seg.accumulate(q_terms, q_weights, scores, touched)
-    if not matched:
-        return []
-    is_candidate = scores > 0 if touched is None else touched
-    is_candidate &= snap.alive
-    if allowed_slots is not None:
-        allowed_mask = np.zeros(snap.n_slots, dtype=np.bool_)
-        allowed_mask[allowed_slots] = True
-        is_candidate &= allowed_mask
-    candidates = np.flatnonzero(is_candidate)
-    return select_top(candidates, scores[candidates], limit, snap.slot_ids)
 
 
 # ---------------------------------------------------------------------- merging

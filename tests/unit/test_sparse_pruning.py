@@ -6,7 +6,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from chroma_sparse_ef.hybrid import _index, _pruning, _segments
+from chroma_sparse_ef.hybrid import _index, _pruning, _scoring, _segments
 from chroma_sparse_ef.hybrid._index import SparseIndex
 
 Query = tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]
@@ -54,11 +54,11 @@ def search_both(
 ) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
     """(pruned or direct, exhaustive) results for one query."""
     with monkeypatch.context() as m:
-        m.setattr(_index, "_PRUNE_MIN_POSTINGS", 0)
+        m.setattr(_scoring, "_PRUNE_MIN_POSTINGS", 0)
         fast = index.search(q[0], q[1], limit, **kw)  # type: ignore[arg-type]
     with monkeypatch.context() as m:
-        m.setattr(_index, "_PRUNE_MIN_POSTINGS", 10**18)
-        m.setattr(_index, "_DIRECT_MAX_SLOTS", -1)
+        m.setattr(_scoring, "_PRUNE_MIN_POSTINGS", 10**18)
+        m.setattr(_scoring, "_DIRECT_MAX_SLOTS", -1)
         slow = index.search(q[0], q[1], limit, **kw)  # type: ignore[arg-type]
     return fast, slow
 
@@ -73,7 +73,7 @@ def count_proofs(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
         outcomes.append(got is not None)
         return got
 
-    monkeypatch.setattr(_index, "pruned_top", counting)
+    monkeypatch.setattr(_scoring, "pruned_top", counting)
     return outcomes
 
 
