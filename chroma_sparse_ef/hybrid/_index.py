@@ -12,20 +12,21 @@ Chroma Cloud. A candidate may still score 0 or less when weights have mixed sign
 Layout. Each document gets an internal *slot* (an int). Postings live in immutable
 *segments* (`_segments`), each a CSC-like inverted layout: sorted unique term ids, and
 per term contiguous ``slots`` (int32) and ``weights`` (float32), long terms split into
-impact tiers. A search takes one of three exact paths, all summing the same products in
-the same order:
+impact tiers. A search takes one of three exact paths (`_scoring` picks), all summing
+the same products in the same order:
 
 - exhaustive: gather every posting of the query's terms, ``np.add.at`` per term into a
   float64 score per slot, pick the top ``limit``;
-- pruned (`_pruning`, positive weights, enough postings to be worth it): read the
-  heaviest tiers first and stop once bounds prove that the rest cannot reach the top k;
+- pruned (`_pruning`, positive weights, few long lists): read the heaviest tier of each
+  term, and stop there if bounds prove the rest cannot reach the top k (else exhaustive);
 - direct (a small ``allowed`` set): score just those slots by binary search.
 
 IDF. With ``idf_records=n``, query weights are scaled by Chroma Cloud's BM25 IDF
 (`_idf`), with ``n_t`` the live records holding the term, counted from the postings and
 the tombstones of the snapshot the search reads (cached per snapshot).
 
-Writes. `build` loads everything into one segment. Each later `upsert` batch becomes a new
+Writes. `build` loads everything into one segment (`from_csr_pages`: a few, page by
+page, to bound the peak; a snapshot file restores the segments as they were). Each later `upsert` batch becomes a new
 small segment with fresh slots; the replaced slots are marked dead in an ``alive`` mask
 (tombstones). Segments are merged like a binary counter (the newer two when the older is
 not `_MERGE_FACTOR` times larger), which keeps O(log n) segments and O(log n) amortised
