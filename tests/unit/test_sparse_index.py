@@ -411,5 +411,5 @@ def test_order_check_in_small_chunks_names_the_right_record(
     index = SparseIndex.build(ids, rows, [[1.0] * len(r) for r in rows])
     assert len(index) == 6
     bad_rows = [*rows[:4], [4, 10, 6], rows[5]]
-    with pytest.raises(ValueError, match="'r4'.*strictly ascending"):
+    with pytest.raises(ValueError, match=r"'r4'.*strictly ascending"):
         SparseIndex.build(ids, bad_rows, [[1.0] * len(r) for r in bad_rows])
