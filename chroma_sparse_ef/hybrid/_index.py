@@ -10,13 +10,23 @@ weights nonzero (explicit zeros are dropped on the way in), as with an inverted 
 Chroma Cloud. A candidate may still score 0 or less when weights have mixed signs.
 
 Layout. Each document gets an internal *slot* (an int). Postings live in immutable
-*segments*, each a CSC-like inverted layout: sorted unique term ids, an ``indptr`` into
-contiguous ``slots`` (int32) and ``weights`` (float32) arrays. A query gathers its terms'
-postings from every segment, multiplies by the query weights and adds them per slot
-into a float64 score array (``np.add.at``, one call per term); ``np.argpartition``
-picks the top ``limit``.
+*segments* (`_segments`), each a CSC-like inverted layout: sorted unique term ids, and
+per term contiguous ``slots`` (int32) and ``weights`` (float32), long terms split into
+impact tiers. A search takes one of three exact paths (`_scoring` picks), all summing
+the same products in the same order:
 
-Writes. `build` loads everything into one segment. Each later `upsert` batch becomes a new
+- exhaustive: gather every posting of the query's terms, ``np.add.at`` per term into a
+  float64 score per slot, pick the top ``limit``;
+- pruned (`_pruning`, positive weights, few long lists): read the heaviest tier of each
+  term, and stop there if bounds prove the rest cannot reach the top k (else exhaustive);
+- direct (a small ``allowed`` set): score just those slots by binary search.
+
+IDF. With ``idf_records=n``, query weights are scaled by Chroma Cloud's BM25 IDF
+(`_idf`), with ``n_t`` the live records holding the term, counted from the postings and
+the tombstones of the snapshot the search reads (cached per snapshot).
+
+Writes. `build` loads everything into one segment (`from_csr_pages`: a few, page by
+page, to bound the peak; a snapshot file restores the segments as they were). Each later `upsert` batch becomes a new
 small segment with fresh slots; the replaced slots are marked dead in an ``alive`` mask
 (tombstones). Segments are merged like a binary counter (the newer two when the older is
 not `_MERGE_FACTOR` times larger), which keeps O(log n) segments and O(log n) amortised
@@ -38,18 +48,20 @@ float32-rounded vectors summed in that order, bit for bit.
 
 from __future__ import annotations
 
-import heapq
 import operator
 import threading
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
+from ._idf import bm25_idf, live_term_counts
 from ._index_input import concat_records, validate_csr, validate_query
+from ._scoring import top_k
+from ._segments import Segment, merge_postings
 
-__all__ = ["SparseIndex"]
+__all__ = ["IndexState", "SparseIndex"]
 
 #: Merge the two newest segments while the older holds fewer than this many times the
 #: postings of the newer, so sizes shrink at least 4x from oldest to newest: at most
@@ -62,9 +74,9 @@ _MERGE_FACTOR = 4
 _COMPACT_DEAD_FRACTION = 0.25
 #: Below this many slots, dead ones cost nothing worth a rebuild.
 _COMPACT_MIN_SLOTS = 1024
-#: A term sort on uint16 keys uses numpy's radix sort: measured 0.31 s for 14M postings
-#: against 1.23 s for the same keys as uint32 (BERT's vocabulary has 30,522 terms).
-_UINT16_LIMIT = 2**16
+#: Smallest segment `from_csr_pages` builds (postings; 32 MiB of output): fewer, larger
+#: segments cost less per query, and below this the peak it bounds is small anyway.
+_PAGE_SEGMENT_MIN = 2**22
 
 _F32 = npt.NDArray[np.float32]
 _F64 = npt.NDArray[np.float64]
@@ -75,96 +87,6 @@ _Bool = npt.NDArray[np.bool_]
 
 
 @dataclass(frozen=True, slots=True)
-class _Segment:
-    """Immutable postings: for term ``terms[i]``, ``slots/weights[indptr[i]:indptr[i+1]]``."""
-
-    terms: _U32
-    indptr: _I64
-    slots: _I32
-    weights: _F32
-    all_positive: bool
-
-    @property
-    def nnz(self) -> int:
-        return int(self.slots.shape[0])
-
-    @property
-    def nbytes(self) -> int:
-        return int(self.terms.nbytes + self.indptr.nbytes + self.slots.nbytes + self.weights.nbytes)
-
-    @classmethod
-    def from_postings(cls, slots: _I32, terms: npt.NDArray[np.integer], weights: _F32) -> _Segment:
-        """Group postings by term; a stable sort keeps slots ascending within a term."""
-        nnz = int(terms.shape[0])
-        if nnz == 0:
-            return cls(
-                terms=np.empty(0, np.uint32),
-                indptr=np.zeros(1, np.int64),
-                slots=np.empty(0, np.int32),
-                weights=np.empty(0, np.float32),
-                all_positive=True,
-            )
-        key_type = np.uint16 if int(terms.max()) < _UINT16_LIMIT else np.uint32
-        order = np.argsort(terms.astype(key_type, copy=False), kind="stable")
-        sorted_terms = terms[order]
-        starts = np.flatnonzero(sorted_terms[1:] != sorted_terms[:-1]) + 1
-        indptr = np.empty(starts.shape[0] + 2, dtype=np.int64)
-        indptr[0] = 0
-        indptr[1:-1] = starts
-        indptr[-1] = nnz
-        sorted_weights = weights[order]
-        return cls(
-            terms=sorted_terms[indptr[:-1]].astype(np.uint32, copy=False),
-            indptr=indptr,
-            slots=slots[order].astype(np.int32, copy=False),
-            weights=sorted_weights,
-            all_positive=bool(np.all(sorted_weights > 0)),
-        )
-
-    def postings(self) -> tuple[_I32, npt.NDArray[np.uint32], _F32]:
-        """Expand to (slot, term, weight) triples, ordered by term then slot."""
-        counts = np.diff(self.indptr)
-        return self.slots, np.repeat(self.terms, counts), self.weights
-
-    def accumulate(
-        self,
-        query_terms: _U32,
-        query_weights: _F64,
-        scores: _F64,
-        touched: _Bool | None,
-    ) -> bool:
-        """Add this segment's share of the query's dot products into ``scores``.
-
-        Args:
-            query_terms: Sorted distinct query term ids.
-            query_weights: Their weights.
-            scores: Per slot, added to in place.
-            touched: If given, set True at every slot that shares a term with the query.
-
-        Returns:
-            Whether any posting matched.
-        """
-        if self.terms.shape[0] == 0:
-            return False
-        pos = np.searchsorted(self.terms, query_terms)
-        pos[pos == self.terms.shape[0]] = 0
-        found = self.terms[pos] == query_terms
-        if not bool(found.any()):
-            return False
-        indptr = self.indptr
-        for p, w in zip(pos[found].tolist(), query_weights[found].tolist(), strict=True):
-            start, end = int(indptr[p]), int(indptr[p + 1])
-            slots = self.slots[start:end]
-            # Per term, add.at beat concatenating all postings for one np.bincount:
-            # 2.3 ms against 3.8 ms for 30 terms over 100k synthetic SPLADE documents.
-            # The float64 product of two float32 is exact.
-            np.add.at(scores, slots, np.multiply(self.weights[start:end], w, dtype=np.float64))
-            if touched is not None:
-                touched[slots] = True
-        return True
-
-
-@dataclass(frozen=True, slots=True)
 class _Snapshot:
     """Everything a search reads. Never mutated once published.
 
@@ -172,14 +94,59 @@ class _Snapshot:
     only its first ``n_slots`` entries.
     """
 
-    segments: tuple[_Segment, ...]
+    segments: tuple[Segment, ...]
     alive: _Bool
     slot_ids: list[str]
     n_slots: int
+    #: Lazily filled caches of values derived from the fields above (so safe to share).
+    cache: dict[object, object] = field(default_factory=dict, compare=False)
 
     @property
     def all_positive(self) -> bool:
         return all(seg.all_positive for seg in self.segments)
+
+    def dead_slots(self) -> _I64:
+        """Sorted dead slots (cached)."""
+        dead = self.cache.get("dead")
+        if dead is None:
+            dead = np.flatnonzero(~self.alive).astype(np.int64)
+            self.cache["dead"] = dead
+        assert isinstance(dead, np.ndarray)
+        return dead
+
+    def term_counts(self, q_terms: _U32) -> _I64:
+        """Live records holding each query term (cached per term)."""
+        counts = np.empty(q_terms.shape[0], dtype=np.int64)
+        missing = []
+        for i, t in enumerate(q_terms.tolist()):
+            got = self.cache.get(("df", t))
+            if got is None:
+                missing.append(i)
+            else:
+                assert isinstance(got, int)
+                counts[i] = got
+        if missing:
+            idx = np.asarray(missing, dtype=np.int64)
+            found = live_term_counts(self.segments, self.alive, self.dead_slots(), q_terms[idx])
+            for i, c in zip(missing, found.tolist(), strict=True):
+                counts[i] = c
+                self.cache[("df", int(q_terms[i]))] = c
+        return counts
+
+
+@dataclass(frozen=True, slots=True)
+class IndexState:
+    """Everything an index holds, as plain arrays: what `_snapshot` writes and reads.
+
+    Attributes:
+        slot_ids: The record id of every slot, dead ones included.
+        alive: Per slot, whether it holds a live record.
+        segments: The postings segments, oldest first.
+    """
+
+    slot_ids: list[str]
+    alive: _Bool
+    segments: tuple[Segment, ...]
 
 
 class SparseIndex:
@@ -255,6 +222,59 @@ class SparseIndex:
         index._write(ids, *validate_csr(ids, indptr, indices, values))
         return index
 
+    @classmethod
+    def from_csr_pages(
+        cls,
+        pages: Iterable[tuple[Sequence[str], npt.ArrayLike, npt.ArrayLike, npt.ArrayLike]],
+    ) -> SparseIndex:
+        """Build from CSR pages (e.g. one per Chroma ``get`` page) with a bounded peak.
+
+        Decoding everything and then calling `from_csr` holds the decoded vectors and
+        the index at once: twice the index. Here each page is consumed as it comes, and
+        buffered pages become a segment once they hold 2/3 of the postings indexed so
+        far (at least `_PAGE_SEGMENT_MIN`): a segment build then holds at most 0.4x the
+        final index twice over, so the peak stays under ~1.4x the index plus one page.
+        Segment sizes grow geometrically: about 7 segments for 150M postings.
+
+        Args:
+            pages: ``(ids, indptr, indices, values)`` per page, as for `from_csr`.
+
+        Returns:
+            A new index holding every page's records.
+
+        Raises:
+            ValueError: A page is invalid, or an id repeats (within or across pages).
+        """
+        slot_ids: list[str] = []
+        segments: list[Segment] = []
+        buffer: list[tuple[_I64, npt.NDArray[np.uint32], _F32]] = []
+        buffered = indexed = base = 0
+        for ids, indptr, indices, values in pages:
+            ids = list(ids)
+            part = validate_csr(ids, indptr, indices, values)
+            buffer.append(part)
+            slot_ids.extend(ids)
+            buffered += int(part[1].shape[0])
+            if buffered >= max(_PAGE_SEGMENT_MIN, 2 * indexed // 3):
+                segments.append(Segment.from_records(base, buffer))
+                base = len(slot_ids)
+                indexed += buffered
+                buffer, buffered = [], 0
+        if buffer:
+            segments.append(Segment.from_records(base, buffer))
+        slot_of = {record_id: s for s, record_id in enumerate(slot_ids)}
+        if len(slot_of) != len(slot_ids):
+            raise ValueError("ids must be unique across pages")
+        index = cls()
+        index._slot_of = slot_of
+        index._snap = _Snapshot(
+            tuple(seg for seg in segments if seg.nnz),
+            np.ones(len(slot_ids), dtype=np.bool_),
+            slot_ids,
+            len(slot_ids),
+        )
+        return index
+
     # ------------------------------------------------------------------ writes
 
     def upsert(
@@ -316,8 +336,6 @@ class SparseIndex:
         with self._write_lock:
             snap = self._snap
             base = snap.n_slots
-            lengths = np.diff(indptr)
-            slots = np.repeat(np.arange(base, base + n_new, dtype=np.int32), lengths)
             alive = np.ones(base + n_new, dtype=np.bool_)
             alive[:base] = snap.alive
             replaced = [s for s in map(self._slot_of.get, ids) if s is not None]
@@ -325,9 +343,8 @@ class SparseIndex:
                 alive[np.asarray(replaced, dtype=np.int64)] = False
             segments = snap.segments
             if terms.shape[0]:
-                segments = _merge_tail(
-                    (*segments, _Segment.from_postings(slots, terms, weights)), alive
-                )
+                fresh = Segment.from_records(base, [(indptr, terms, weights)])
+                segments = _merge_tail((*segments, fresh), alive)
             slot_ids = snap.slot_ids
             slot_ids.extend(ids)
             new = _Snapshot(segments, alive, slot_ids, base + n_new)
@@ -348,8 +365,7 @@ class SparseIndex:
         snap = self._snap
         live = np.flatnonzero(snap.alive)
         new_slot = np.cumsum(snap.alive, dtype=np.int64) - 1
-        parts = [seg.postings() for seg in snap.segments]
-        segment = _merge_postings(parts, snap.alive, new_slot)
+        segment = merge_postings(list(snap.segments), snap.alive, new_slot)
         slot_ids = [snap.slot_ids[s] for s in live.tolist()]
         slot_of = {record_id: s for s, record_id in enumerate(slot_ids)}
         segments = (segment,) if segment.nnz else ()
@@ -366,6 +382,8 @@ class SparseIndex:
         query_values: npt.ArrayLike,
         limit: int,
         allowed: Collection[str] | None = None,
+        *,
+        idf_records: int | None = None,
     ) -> list[tuple[str, float]]:
         """The top ``limit`` records by dot product with the query.
 
@@ -378,13 +396,18 @@ class SparseIndex:
             limit: How many results at most; must be at least 1.
             allowed: If given, only these ids may be returned (e.g. the ids a ``where``
                 filter selected). Unknown ids are ignored.
+            idf_records: If given, scale each query weight by Chroma Cloud's BM25 IDF
+                (`bm25_idf`) with this many records in the collection (records without a
+                sparse vector count too) and ``n_t`` the live records here holding the
+                term; the product is rounded to float32, as Cloud does.
 
         Returns:
             ``(id, score)`` pairs by descending score; equal scores by ascending id.
             Scores are float64 sums of exact float32 products (see the module docstring).
 
         Raises:
-            ValueError: ``limit`` is below 1, or the query is invalid.
+            ValueError: ``limit`` is below 1, the query is invalid, or ``idf_records`` is
+                below the number of records in the index.
         """
         limit = operator.index(limit)
         if limit < 1:
@@ -402,9 +425,55 @@ class SparseIndex:
             allowed_slots = found[found >= 0]
             if allowed_slots.shape[0] == 0:
                 return []
+        if idf_records is not None:
+            n = operator.index(idf_records)
+            live = snap.n_slots - int(snap.dead_slots().shape[0])
+            if n < live:
+                raise ValueError(
+                    f"idf_records ({n}) must count at least the {live} records in the index"
+                )
+            if q_terms.shape[0]:
+                idf = bm25_idf(n, snap.term_counts(q_terms))
+                q_weights = (q_weights.astype(np.float32) * idf).astype(np.float64)
         if q_terms.shape[0] == 0 or snap.n_slots == 0:
             return []
-        return _top(snap, q_terms, q_weights, limit, allowed_slots)
+        return top_k(
+            snap.segments,
+            snap.alive,
+            snap.slot_ids,
+            q_terms,
+            q_weights,
+            limit,
+            allowed_slots,
+        )
+
+    def export_state(self) -> IndexState:
+        """The index as it is now, sharing its (immutable) arrays: no copy of postings."""
+        snap = self._snap
+        return IndexState(snap.slot_ids[: snap.n_slots], snap.alive, snap.segments)
+
+    @classmethod
+    def from_state(cls, state: IndexState) -> SparseIndex:
+        """An index holding exactly ``state`` (as `export_state` returned it).
+
+        Raises:
+            ValueError: The arrays do not describe an index (lengths or slots disagree,
+                or two live slots share an id).
+        """
+        n_slots = len(state.slot_ids)
+        if state.alive.shape != (n_slots,) or state.alive.dtype != np.bool_:
+            raise ValueError("alive must be one bool per slot")
+        for seg in state.segments:
+            if seg.nnz and (int(seg.slots.min()) < 0 or int(seg.slots.max()) >= n_slots):
+                raise ValueError("a segment refers to a slot out of range")
+        live = np.flatnonzero(state.alive).tolist()
+        slot_of = {state.slot_ids[s]: s for s in live}
+        if len(slot_of) != len(live):
+            raise ValueError("two live slots hold the same id")
+        index = cls()
+        index._slot_of = slot_of
+        index._snap = _Snapshot(state.segments, state.alive, list(state.slot_ids), n_slots)
+        return index
 
     def __len__(self) -> int:
         return len(self._slot_of)
@@ -438,93 +507,16 @@ class SparseIndex:
         return self._snap.n_slots - len(self._slot_of)
 
 
-# ---------------------------------------------------------------------- scoring
-
-
-def _top(
-    snap: _Snapshot,
-    q_terms: _U32,
-    q_weights: _F64,
-    limit: int,
-    allowed_slots: _I64 | None,
-) -> list[tuple[str, float]]:
-    scores = np.zeros(snap.n_slots, dtype=np.float64)
-    # With only positive weights a slot is a candidate iff its score is positive (a
-    # float64 product of float32 cannot underflow); otherwise track matches explicitly.
-    positive = snap.all_positive and bool(np.all(q_weights > 0))
-    touched = None if positive else np.zeros(snap.n_slots, dtype=np.bool_)
-    matched = False
-    for seg in snap.segments:
-        matched |= seg.accumulate(q_terms, q_weights, scores, touched)
-    if not matched:
-        return []
-    is_candidate = scores > 0 if touched is None else touched
-    is_candidate &= snap.alive
-    if allowed_slots is not None:
-        allowed_mask = np.zeros(snap.n_slots, dtype=np.bool_)
-        allowed_mask[allowed_slots] = True
-        is_candidate &= allowed_mask
-    candidates = np.flatnonzero(is_candidate)
-    cand_scores = scores[candidates]
-    slot_ids = snap.slot_ids
-
-    n = candidates.shape[0]
-    if n > limit:
-        kth = cand_scores[np.argpartition(cand_scores, n - limit)[n - limit]]
-        above = cand_scores > kth
-        chosen = candidates[above].tolist()
-        tied = candidates[cand_scores == kth].tolist()
-        need = limit - len(chosen)
-        if len(tied) > need:
-            tied = heapq.nsmallest(need, tied, key=slot_ids.__getitem__)
-        chosen += tied
-    else:
-        chosen = candidates.tolist()
-    results = [(slot_ids[s], float(scores[s])) for s in chosen]
-    results.sort(key=lambda r: (-r[1], r[0]))
-    return results
-
-
 # ---------------------------------------------------------------------- merging
 
 
-def _merge_tail(segments: tuple[_Segment, ...], alive: _Bool) -> tuple[_Segment, ...]:
+def _merge_tail(segments: tuple[Segment, ...], alive: _Bool) -> tuple[Segment, ...]:
     """Merge the newest segments while the older is not `_MERGE_FACTOR` times larger."""
     segs = list(segments)
     while len(segs) >= 2 and segs[-2].nnz < _MERGE_FACTOR * segs[-1].nnz:
         newer = segs.pop()
         older = segs.pop()
-        merged = _merge_postings([older.postings(), newer.postings()], alive, None)
+        merged = merge_postings([older, newer], alive, None)
         if merged.nnz:
             segs.append(merged)
     return tuple(segs)
-
-
-def _merge_postings(
-    parts: list[tuple[_I32, npt.NDArray[np.uint32], _F32]],
-    alive: _Bool,
-    new_slot: _I64 | None,
-) -> _Segment:
-    """One segment from postings of older-to-newer segments, dropping dead slots.
-
-    Older segments hold smaller slots, so concatenating in age order and sorting stably by
-    term keeps slots ascending within a term.
-    """
-    slot_list: list[_I32] = []
-    term_list: list[npt.NDArray[np.uint32]] = []
-    weight_list: list[_F32] = []
-    for slots, terms, weights in parts:
-        keep = alive[slots]
-        kept_slots = slots[keep]
-        if new_slot is not None:
-            kept_slots = new_slot[kept_slots].astype(np.int32)
-        slot_list.append(kept_slots)
-        term_list.append(terms[keep])
-        weight_list.append(weights[keep])
-    if not slot_list:
-        return _Segment.from_postings(
-            np.empty(0, np.int32), np.empty(0, np.uint32), np.empty(0, np.float32)
-        )
-    return _Segment.from_postings(
-        np.concatenate(slot_list), np.concatenate(term_list), np.concatenate(weight_list)
-    )

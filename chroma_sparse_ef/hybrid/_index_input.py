@@ -15,6 +15,8 @@ __all__ = ["concat_records", "validate_csr", "validate_query"]
 
 #: Term ids are uint32, as in chromadb's SparseVector and in `_codec`.
 _MAX_TERM = 2**32
+#: Postings checked per step of the order check (bounds its temporaries to ~40 MiB).
+_CHECK_CHUNK = 2**22
 
 _F32 = npt.NDArray[np.float32]
 _F64 = npt.NDArray[np.float64]
@@ -86,28 +88,36 @@ def validate_csr(
             raise ValueError(f"indices must be integers, got dtype {indices.dtype}")
     if nnz and values.dtype.kind not in "fiu":
         raise ValueError(f"values must be real numbers, got dtype {values.dtype}")
-    if nnz:
+    # uint8/16/32 cannot hold an id outside [0, 2**32): skip the check (and its temporaries).
+    if nnz and not (indices.dtype.kind == "u" and indices.dtype.itemsize <= 4):
         bad = np.flatnonzero((indices < 0) | (indices >= _MAX_TERM))
         if bad.shape[0]:
             raise ValueError(
                 f"record {record_at(int(bad[0]))}: term id {indices[bad[0]]} is outside [0, 2**32)"
             )
-    terms = indices.astype(np.uint32)
+    # No copies when the caller's arrays already have the index's dtypes (as
+    # `decode_sparse_vectors` returns them): nothing here writes to them.
+    terms = indices.astype(np.uint32, copy=False)
     with np.errstate(over="ignore"):  # overflow becomes inf, refused just below
-        weights = values.astype(np.float32)
+        weights = values.astype(np.float32, copy=False)
     if nnz:
         not_finite = np.flatnonzero(~np.isfinite(weights))
         if not_finite.shape[0]:
             p = int(not_finite[0])
             raise ValueError(f"record {record_at(p)}: weight {values[p]} is not finite in float32")
-        unordered = np.diff(terms.astype(np.int64)) <= 0
         boundaries = indptr[1:-1]
-        unordered[boundaries[(boundaries > 0) & (boundaries < nnz)] - 1] = False
-        bad = np.flatnonzero(unordered)
-        if bad.shape[0]:
-            raise ValueError(
-                f"record {record_at(int(bad[0]) + 1)}: indices must be strictly ascending"
-            )
+        boundaries = boundaries[(boundaries > 0) & (boundaries < nnz)]
+        # In chunks: an int64 difference of every posting would cost 16 bytes each.
+        for a in range(0, nnz - 1, _CHECK_CHUNK):
+            b = min(a + _CHECK_CHUNK, nnz - 1)
+            unordered = np.diff(terms[a : b + 1].astype(np.int64)) <= 0
+            inside = boundaries[(boundaries > a) & (boundaries <= b)]
+            unordered[inside - 1 - a] = False
+            bad = np.flatnonzero(unordered)
+            if bad.shape[0]:
+                raise ValueError(
+                    f"record {record_at(a + int(bad[0]) + 1)}: indices must be strictly ascending"
+                )
     nonzero = weights != 0
     if not bool(np.all(nonzero)):
         kept = np.zeros(nnz + 1, dtype=np.int64)

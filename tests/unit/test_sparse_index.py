@@ -397,3 +397,19 @@ def test_any_write_sequence_matches_brute_force(
     q_val = np.linspace(0.5, 1.5, len(query))
     for limit in (1, 3, 50):
         assert index.search(query, q_val, limit) == reference(docs, query, q_val, limit)
+
+
+def test_order_check_in_small_chunks_names_the_right_record(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The chunked order check accepts record boundaries and names the unordered record."""
+    from chroma_sparse_ef.hybrid import _index_input
+
+    monkeypatch.setattr(_index_input, "_CHECK_CHUNK", 3)
+    ids = [f"r{i}" for i in range(6)]
+    rows = [[5, 9], [1, 2, 3], [0], [7, 8], [4, 6, 10], [2]]
+    index = SparseIndex.build(ids, rows, [[1.0] * len(r) for r in rows])
+    assert len(index) == 6
+    bad_rows = [*rows[:4], [4, 10, 6], rows[5]]
+    with pytest.raises(ValueError, match=r"'r4'.*strictly ascending"):
+        SparseIndex.build(ids, bad_rows, [[1.0] * len(r) for r in bad_rows])
