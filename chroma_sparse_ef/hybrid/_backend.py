@@ -38,6 +38,7 @@ class HybridBackend(Protocol):
         reserved: Record-metadata keys users may not write and never see.
         stores_sparse_vectors: Whether user metadata may hold ``SparseVector`` values
             (Chroma Cloud can store them; embedded Chroma cannot).
+        bm25: Whether the sparse leg ranks with Chroma Cloud's BM25 IDF.
     """
 
     kind: Literal["local", "native"]
@@ -46,6 +47,7 @@ class HybridBackend(Protocol):
     sparse_key: str
     reserved: tuple[str, ...]
     stores_sparse_vectors: bool
+    bm25: bool
 
     def write(self, op: str, batch: WriteBatch, *, progress: bool) -> WriteSummary:
         """``add``, ``upsert`` or ``update`` with Chroma's semantics, in bounded chunks."""

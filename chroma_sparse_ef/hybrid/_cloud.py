@@ -31,18 +31,24 @@ from ._writes import WriteBatch
 __all__ = ["NativeBackend", "build_schema", "find_sparse_index"]
 
 
-def build_schema(sparse_function: Any, sparse_key: str) -> Schema:
+def build_schema(sparse_function: Any, sparse_key: str, *, bm25: bool = False) -> Schema:
     """The ``Schema`` of a hybrid collection on Chroma Cloud.
 
     Args:
         sparse_function: The sparse embedding function; Chroma stores its name and config.
         sparse_key: The metadata key of the sparse vectors.
+        bm25: Rank the sparse leg with Cloud's BM25 IDF (``SparseVectorIndexConfig(bm25=True)``).
 
     Returns:
         A schema with a sparse vector index on ``sparse_key``, sourced from documents.
     """
-    # K.DOCUMENT.name is "#document"; the config turns a Key into that same string.
-    config = SparseVectorIndexConfig(source_key=K.DOCUMENT.name, embedding_function=sparse_function)
+    # K.DOCUMENT.name is "#document"; the config turns a Key into that same string. Without
+    # IDF the flag is left unset, so such schemas stay exactly what they were before it.
+    config = SparseVectorIndexConfig(
+        source_key=K.DOCUMENT.name,
+        embedding_function=sparse_function,
+        bm25=True if bm25 else None,
+    )
     return Schema().create_index(config=config, key=sparse_key)
 
 
@@ -66,11 +72,19 @@ class NativeBackend:
     stores_sparse_vectors = True
 
     def __init__(
-        self, collection: Any, sparse_function: Any, sparse_key: str, *, max_batch_size: int
+        self,
+        collection: Any,
+        sparse_function: Any,
+        sparse_key: str,
+        *,
+        max_batch_size: int,
+        bm25: bool = False,
     ) -> None:
         self.collection = collection
         self.sparse_function = sparse_function
         self.sparse_key = sparse_key
+        #: Cloud's index applies IDF itself (the schema's ``bm25``); recorded to report it.
+        self.bm25 = bm25
         self.reserved: tuple[str, ...] = (sparse_key,)
         self._max_batch = max_batch_size
 

@@ -83,6 +83,7 @@ class HybridCollection:
         sparse_key: str = DEFAULT_SPARSE_KEY,
         metadata: dict[str, Any] | None = None,
         backend: Backend = "auto",
+        bm25: bool | None = None,
     ) -> HybridCollection:
         """Open the hybrid collection ``name``, creating it if it does not exist.
 
@@ -98,13 +99,18 @@ class HybridCollection:
             sparse_key: The metadata key of the sparse vectors.
             metadata: Collection metadata, for a new collection.
             backend: ``"auto"``, ``"native"`` or ``"local"`` (see the module docstring).
+            bm25: Rank the sparse leg as Chroma Cloud's ``bm25=True`` sparse index does:
+                each query weight scaled by ``idf(t) = ln(1 + (n - n_t + 0.5) / (n_t +
+                0.5))`` in float32 (``n`` records in the collection, ``n_t`` those holding
+                ``t``). ``None``: on for chromadb's ``ChromaBm25EmbeddingFunction``, off
+                otherwise. Stored with the collection and restored when it is reopened.
 
         Returns:
             The collection.
 
         Raises:
             ConfigurationError: A bad argument, or the existing collection was created
-                with another sparse key or sparse function.
+                with another sparse key, sparse function or ``bm25`` value.
             HybridLayoutError: The existing collection is not a hybrid collection.
         """
         return cls(
@@ -116,6 +122,7 @@ class HybridCollection:
                 sparse_key=sparse_key,
                 metadata=metadata,
                 backend=backend,
+                bm25=bm25,
             )
         )
 
@@ -186,6 +193,11 @@ class HybridCollection:
     def sparse_embedding_function(self) -> Any:
         """The sparse embedding function in use."""
         return self._backend.sparse_function
+
+    @property
+    def bm25(self) -> bool:
+        """Whether the sparse leg ranks with Chroma Cloud's BM25 IDF (see `get_or_create`)."""
+        return self._backend.bm25
 
     # ------------------------------------------------------------------ writes
 

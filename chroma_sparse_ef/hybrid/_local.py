@@ -54,10 +54,12 @@ class LocalBackend:
         *,
         max_batch_size: int,
         watermark: SqliteWatermark | None,
+        bm25: bool = False,
     ) -> None:
         self.collection = collection
         self.sparse_function = sparse_function
         self.sparse_key = sparse_key
+        self.bm25 = bm25
         self.reserved: tuple[str, ...] = hidden_keys(sparse_key)
         self._max_batch = max_batch_size
         self._cache = CacheCoherence(
@@ -67,7 +69,7 @@ class LocalBackend:
             max_batch_size=max_batch_size,
             watermark=watermark,
         )
-        self._search = LocalSearch(self._cache, self.reserved)
+        self._search = LocalSearch(self._cache, self.reserved, bm25=bm25)
 
     @property
     def index(self) -> SparseIndex | None:
@@ -264,7 +266,12 @@ _SHARED_LOCK = threading.Lock()
 
 
 def shared_backend(
-    collection: Any, sparse_function: Any, sparse_key: str, *, max_batch_size: int
+    collection: Any,
+    sparse_function: Any,
+    sparse_key: str,
+    *,
+    max_batch_size: int,
+    bm25: bool = False,
 ) -> LocalBackend:
     """The one backend of a collection in this process, for clients with no watermark.
 
@@ -282,6 +289,7 @@ def shared_backend(
                 sparse_key,
                 max_batch_size=max_batch_size,
                 watermark=None,
+                bm25=bm25,
             )
             _SHARED[key] = backend
         return backend

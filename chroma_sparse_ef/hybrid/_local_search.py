@@ -42,9 +42,10 @@ class _Stale(Exception):
 class LocalSearch:
     """Searches one embedded collection through its cache."""
 
-    def __init__(self, cache: CacheCoherence, reserved: tuple[str, ...]) -> None:
+    def __init__(self, cache: CacheCoherence, reserved: tuple[str, ...], *, bm25: bool) -> None:
         self._cache = cache
         self._reserved = reserved
+        self._bm25 = bm25
 
     @property
     def _collection(self) -> Any:
@@ -246,6 +247,8 @@ class LocalSearch:
             np.asarray(query.values, dtype=np.float64),
             leg.limit,
             allowed,
+            # Cloud's n counts every record, with a sparse vector or not: all are known.
+            idf_records=len(self._cache.known) if self._bm25 else None,
         )
         need = [rid for rid, _ in found if rid not in records]
         if need:

@@ -12,6 +12,11 @@ Which backend a collection gets (``backend="auto"``):
 ``backend="native"`` or ``"local"`` forces one. An existing collection opened with a
 sparse function is checked against the stored one: same registered name and same vector
 space (the function's own `validate_config_update`).
+
+BM25 (``bm25=None``: on for chromadb's ``ChromaBm25EmbeddingFunction``, off otherwise) is
+part of the layout: the schema's ``SparseVectorIndexConfig(bm25=True)`` on Cloud, the stored
+layout's ``"bm25"`` on embedded Chroma. Reopening restores it; an explicit other value is a
+`ConfigurationError`.
 """
 
 from __future__ import annotations
@@ -25,7 +30,13 @@ from .._exceptions import ConfigurationError
 from ._backend import HybridBackend
 from ._cloud import NativeBackend, build_schema, find_sparse_index
 from ._local import LocalBackend, shared_backend
-from ._stored import CONFIG_METADATA_KEY, HybridLayoutError, StoredConfig, rebuild_sparse_function
+from ._stored import (
+    CONFIG_METADATA_KEY,
+    HybridLayoutError,
+    StoredConfig,
+    default_bm25,
+    rebuild_sparse_function,
+)
 from ._watch import SqliteWatermark
 
 __all__ = ["DEFAULT_SPARSE_KEY", "Backend", "create_or_open", "open_backend", "open_existing"]
@@ -49,9 +60,12 @@ def create_or_open(
     sparse_key: str,
     metadata: dict[str, Any] | None,
     backend: Backend,
+    bm25: bool | None = None,
 ) -> HybridBackend:
     """The backend of collection ``name``, created if missing (`HybridCollection.get_or_create`)."""
     _check_backend(backend)
+    if bm25 is not None and not isinstance(bm25, bool):
+        raise ConfigurationError(f"bm25 must be True, False or None, got {bm25!r}")
     if not isinstance(sparse_embedding_function, SparseEmbeddingFunction):
         raise ConfigurationError(
             "sparse_embedding_function must be a chromadb SparseEmbeddingFunction, got "
@@ -72,14 +86,21 @@ def create_or_open(
                 f"Collection {name!r} keeps sparse vectors under {opened.sparse_key!r}, "
                 f"not {sparse_key!r}"
             )
+        if bm25 is not None and bm25 != opened.bm25:
+            raise ConfigurationError(
+                f"Collection {name!r} was created with bm25={opened.bm25}, not bm25={bm25}: "
+                "IDF is part of how its sparse index ranks; open it without bm25= (or with "
+                f"bm25={opened.bm25}), or create a new collection"
+            )
         return opened
 
+    use_bm25 = default_bm25(_function_name(sparse_embedding_function)) if bm25 is None else bm25
     choice = _choose_backend(client, backend)
     if choice != "local":
         try:
             collection = client.get_or_create_collection(
                 name,
-                schema=build_schema(sparse_embedding_function, sparse_key),
+                schema=build_schema(sparse_embedding_function, sparse_key, bm25=use_bm25),
                 metadata=metadata,
                 **dense,
             )
@@ -87,7 +108,7 @@ def create_or_open(
         except Exception as exc:
             if choice == "native" or _LOCAL_REFUSAL not in str(exc):
                 raise
-    stored = StoredConfig.of(sparse_embedding_function, sparse_key)
+    stored = StoredConfig.of(sparse_embedding_function, sparse_key, bm25=use_bm25)
     collection = client.get_or_create_collection(
         name, metadata={**(metadata or {}), CONFIG_METADATA_KEY: stored.to_json()}, **dense
     )
@@ -130,7 +151,9 @@ def open_backend(
                 "opening the collection"
             )
         _check_same_function(collection.name, schema_function, sparse_function)
-        return NativeBackend(collection, schema_function, key, max_batch_size=max_batch)
+        return NativeBackend(
+            collection, schema_function, key, max_batch_size=max_batch, bm25=bool(config.bm25)
+        )
     if backend == "native":
         raise HybridLayoutError(
             f"Collection {collection.name!r} has no sparse vector index in its schema"
@@ -149,7 +172,11 @@ def open_backend(
     watermark = SqliteWatermark.open(client, str(collection.id))
     if watermark is None:
         return shared_backend(
-            collection, sparse_function, stored.sparse_key, max_batch_size=max_batch
+            collection,
+            sparse_function,
+            stored.sparse_key,
+            max_batch_size=max_batch,
+            bm25=stored.uses_bm25,
         )
     return LocalBackend(
         collection,
@@ -157,7 +184,15 @@ def open_backend(
         stored.sparse_key,
         max_batch_size=max_batch,
         watermark=watermark,
+        bm25=stored.uses_bm25,
     )
+
+
+def _function_name(function: Any) -> str | None:
+    try:
+        return str(function.name())
+    except (AttributeError, NotImplementedError):
+        return None
 
 
 def _check_backend(backend: object) -> None:

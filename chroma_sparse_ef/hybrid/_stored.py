@@ -4,9 +4,13 @@ Embedded Chroma cannot hold a sparse index in its schema, so the hybrid layout l
 metadata:
 
 - The collection's metadata holds, under `CONFIG_METADATA_KEY`, a JSON string
-  ``{"format": 1, "sparse_key": ..., "name": ..., "config": {...}}``: the sparse embedding
-  function's registered name and its ``get_config()`` (never an API key: the package's
-  functions store only the name of the environment variable that holds it).
+  ``{"format": 1, "sparse_key": ..., "name": ..., "config": {...}, "bm25": false}``: the
+  sparse embedding function's registered name and its ``get_config()`` (never an API key:
+  the package's functions store only the name of the environment variable that holds it),
+  and whether the sparse leg ranks with Chroma Cloud's BM25 IDF. A layout with
+  ``"bm25": true`` is format 2, so a package too old to apply IDF refuses it instead of
+  ranking it differently; a layout written before the flag existed has no ``"bm25"`` and
+  gets the default (`default_bm25`).
 - Each record's metadata holds its encoded sparse vector (`_codec`, ``"spv1:..."``) under
   the sparse key, and a short hash of the document the vector was computed from under
   `doc_hash_key` (``"<sparse_key>__doc"``). The hash is how a document changed by other code
@@ -42,6 +46,7 @@ __all__ = [
     "HybridLayoutError",
     "StoredConfig",
     "check_user_metadatas",
+    "default_bm25",
     "doc_hash_key",
     "document_hash",
     "hidden_keys",
@@ -52,8 +57,12 @@ __all__ = [
 
 #: Collection-metadata key of the hybrid layout. Persisted in users' collections: never rename.
 CONFIG_METADATA_KEY = "chroma_sparse_ef_hybrid"
-#: Version of the layout; a reader refuses a newer one instead of misreading it.
-FORMAT_VERSION = 1
+#: Version of the layout; a reader refuses a newer one instead of misreading it. Format 2
+#: is format 1 with ``"bm25": true`` (query-time IDF), which format-1 readers cannot apply.
+FORMAT_VERSION = 2
+#: Registered name of chromadb's `ChromaBm25EmbeddingFunction`: its vectors are saturated
+#: term frequencies that Chroma Cloud ranks with IDF only when the index has ``bm25=True``.
+BM25_FUNCTION_NAME = "chroma_bm25"
 #: 8 bytes of BLAKE2b: a changed document goes unnoticed with probability 2**-64.
 _HASH_BYTES = 8
 
@@ -67,15 +76,25 @@ class StoredConfig:
         config: Its ``get_config()``.
         sparse_key: The record-metadata key holding encoded sparse vectors.
         format: The layout version.
+        bm25: Whether the sparse leg scales query weights by Chroma Cloud's BM25 IDF;
+            ``None`` in a layout written before the flag existed.
     """
 
     name: str
     config: dict[str, Any]
     sparse_key: str
-    format: int = FORMAT_VERSION
+    format: int = 1
+    bm25: bool | None = None
+
+    @property
+    def uses_bm25(self) -> bool:
+        """The flag, or for a layout without one, the default for its function."""
+        return default_bm25(self.name) if self.bm25 is None else self.bm25
 
     @classmethod
-    def of(cls, function: SparseEmbeddingFunction[Any], sparse_key: str) -> StoredConfig:
+    def of(
+        cls, function: SparseEmbeddingFunction[Any], sparse_key: str, *, bm25: bool = False
+    ) -> StoredConfig:
         """Describe ``function`` for storage.
 
         Raises:
@@ -89,19 +108,25 @@ class StoredConfig:
                 f"{type(function).__name__} cannot be stored with the collection: a sparse "
                 "embedding function needs name() and get_config() (chromadb's protocol)"
             ) from exc
-        return cls(name=name, config=dict(config), sparse_key=sparse_key)
+        return cls(
+            name=name,
+            config=dict(config),
+            sparse_key=sparse_key,
+            format=2 if bm25 else 1,
+            bm25=bool(bm25),
+        )
 
     def to_json(self) -> str:
         """The JSON string stored under `CONFIG_METADATA_KEY`."""
-        return json.dumps(
-            {
-                "format": self.format,
-                "sparse_key": self.sparse_key,
-                "name": self.name,
-                "config": self.config,
-            },
-            sort_keys=True,
-        )
+        data: dict[str, Any] = {
+            "format": self.format,
+            "sparse_key": self.sparse_key,
+            "name": self.name,
+            "config": self.config,
+        }
+        if self.bm25 is not None:
+            data["bm25"] = self.bm25
+        return json.dumps(data, sort_keys=True)
 
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, Any] | None) -> StoredConfig | None:
@@ -116,11 +141,15 @@ class StoredConfig:
         try:
             data = json.loads(raw)
             version = int(data["format"])
+            bm25 = data.get("bm25")
+            if bm25 is not None and not isinstance(bm25, bool):
+                raise TypeError(f"bm25 must be true or false, got {bm25!r}")
             stored = cls(
                 name=str(data["name"]),
                 config=dict(data["config"]),
                 sparse_key=str(data["sparse_key"]),
                 format=version,
+                bm25=bm25,
             )
         except (TypeError, ValueError, KeyError) as exc:
             raise HybridLayoutError(
@@ -163,6 +192,15 @@ def rebuild_sparse_function(name: str, config: Mapping[str, Any]) -> SparseEmbed
             f"collection's stored config ({exc}); pass sparse_embedding_function=..."
         ) from exc
     return function
+
+
+def default_bm25(function_name: str | None) -> bool:
+    """``bm25=None`` means on for chromadb's BM25 function (``chroma_bm25``), off otherwise.
+
+    Learned sparse models (SPLADE, BGE-M3) weight terms themselves; BM25 vectors carry only
+    saturated term frequencies and need the index's IDF, as on Chroma Cloud.
+    """
+    return function_name == BM25_FUNCTION_NAME
 
 
 def doc_hash_key(sparse_key: str) -> str:

@@ -31,10 +31,10 @@ pytestmark = pytest.mark.filterwarnings(
 
 #: The issue's example: without IDF the document repeating a common word wins.
 GLUON = {
-    "rep": "mat mat mat mat mat mat mat",
-    "gluon": "a gluon binds quarks on the mat",
+    "rep": "the the the the the the mat",
+    "gluon": "the gluon is small",
     "cat": "the cat sat on the mat",
-    "dog": "the dog slept on a mat near the door",
+    "dog": "the dog on the mat",
 }
 
 CORPUS = {
