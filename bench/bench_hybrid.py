@@ -126,7 +126,7 @@ def measure(path: str, n_queries: int) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     client = chromadb.PersistentClient(path)
-    hc = HybridCollection.get(client, NAME, embedding_function=Dense())
+    hc = HybridCollection.open(client, NAME, embedding_function=Dense())
     t_open = time.perf_counter() - t0
     collection = hc.collection
     original_get = collection.get

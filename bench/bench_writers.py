@@ -100,7 +100,7 @@ def main() -> None:
     class Dense(BenchDense, EmbeddingFunction):  # type: ignore[type-arg,misc]
         pass
 
-    hc = HybridCollection.get(chromadb.PersistentClient(path), NAME, embedding_function=Dense())
+    hc = HybridCollection.open(chromadb.PersistentClient(path), NAME, embedding_function=Dense())
     backend = hc._backend
     assert isinstance(backend, LocalBackend)
     t0 = time.perf_counter()

@@ -169,7 +169,7 @@ def open_setup(
             from chromadb.errors import NotFoundError
 
             try:
-                collection = HybridCollection.get(client, name, embedding_function=dense.function)
+                collection = HybridCollection.open(client, name, embedding_function=dense.function)
             except NotFoundError as exc:
                 raise ConfigurationError(
                     f"no collection {name!r} in {chroma_source}: run `chroma-sparse-ef demo` "

@@ -6,6 +6,7 @@ the API users hold: writes, reads and search, delegated to the backend.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, overload
 
@@ -30,12 +31,12 @@ __all__ = ["DEFAULT_SPARSE_KEY", "Backend", "HybridCollection"]
 Mode = Literal["hybrid", "dense", "sparse"]
 
 
-class _OpenOrRead:
-    """``get`` on the class opens a collection; on an instance it reads records.
+class _ReadOrDeprecatedOpen:
+    """``collection.get(...)`` reads records; ``HybridCollection.get(client, name)`` is old.
 
-    Issue 4 asks for both ``HybridCollection.get(client, name)`` (as chromadb's
-    ``client.get_collection``) and ``collection.get(...)`` (Chroma's read), so one name
-    dispatches on how it is reached.
+    Opening is `HybridCollection.open`. The class-level ``get`` that opened a collection in
+    earlier releases still works, with a `DeprecationWarning`, so code written for them
+    keeps running while it moves to ``open``.
     """
 
     @overload
@@ -52,14 +53,25 @@ class _OpenOrRead:
         self, obj: HybridCollection | None, owner: type[HybridCollection] | None = None
     ) -> Callable[..., Any]:
         if obj is None:
-            return (owner or HybridCollection)._get_collection
+            opener = (owner or HybridCollection).open
+
+            def deprecated_open(*args: Any, **kwargs: Any) -> HybridCollection:
+                warnings.warn(
+                    "HybridCollection.get(client, name, ...) is deprecated: use "
+                    "HybridCollection.open(client, name, ...); collection.get(...) reads records",
+                    DeprecationWarning,
+                    stacklevel=2,
+                )
+                return opener(*args, **kwargs)
+
+            return deprecated_open
         return obj._get_records
 
 
 class HybridCollection:
     """A Chroma collection with dense and sparse embeddings, searched with RRF.
 
-    Open one with `get_or_create` or `get`. On Chroma Cloud everything is native (a
+    Open one with `get_or_create` or `open`. On Chroma Cloud everything is native (a
     sparse index in the schema, one ``Search`` per query); on embedded Chroma the sparse
     vectors are stored in each record's metadata and an exact in-memory index answers the
     sparse leg (see `chroma_sparse_ef.hybrid._coherence` for how it follows writes made by
@@ -67,7 +79,7 @@ class HybridCollection:
     """
 
     def __init__(self, backend: HybridBackend) -> None:
-        """Wrap a backend; use `get_or_create` or `get` instead."""
+        """Wrap a backend; use `get_or_create` or `open` instead."""
         self._backend = backend
 
     # ------------------------------------------------------------------ opening
@@ -127,7 +139,7 @@ class HybridCollection:
         )
 
     @classmethod
-    def _get_collection(
+    def open(
         cls,
         client: Any,
         name: str,
@@ -352,9 +364,9 @@ class HybridCollection:
             result["metadatas"] = [strip_hidden(m, reserved) for m in result["metadatas"]]
         return result
 
-    get = _OpenOrRead()
-    """``HybridCollection.get(client, name, ...)`` opens a collection (`_get_collection`);
-    ``collection.get(ids=..., where=...)`` reads records (`_get_records`)."""
+    get = _ReadOrDeprecatedOpen()
+    """``collection.get(ids=..., where=...)`` reads records (`_get_records`), as Chroma's.
+    (``HybridCollection.get(client, name)`` still opens a collection, deprecated: `open`.)"""
 
     def count(self) -> int:
         """How many records the collection holds."""

@@ -123,7 +123,7 @@ def open_existing(
     sparse_embedding_function: SparseEmbeddingFunction[Any] | None,
     backend: Backend,
 ) -> HybridBackend:
-    """The backend of the existing collection ``name`` (`HybridCollection.get`)."""
+    """The backend of the existing collection ``name`` (`HybridCollection.open`)."""
     _check_backend(backend)
     dense = {} if embedding_function is None else {"embedding_function": embedding_function}
     collection = client.get_collection(name, **dense)

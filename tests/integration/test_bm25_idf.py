@@ -191,7 +191,7 @@ def test_a_new_process_reopens_with_the_stored_flag_and_the_same_ranking(
         from tests.integration.chroma_doubles import HashEmbedding
 
         client = chromadb.PersistentClient({str(tmp_path / "db")!r})
-        c = HybridCollection.get(client, "reopen", embedding_function=HashEmbedding())
+        c = HybridCollection.open(client, "reopen", embedding_function=HashEmbedding())
         hits = c.search("sparse rank fusion", mode="sparse", limit=50)
         print(json.dumps({{"bm25": c.bm25, "hits": [[h.id, 1.0 - h.score] for h in hits]}}))
         """

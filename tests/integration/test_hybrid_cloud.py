@@ -182,7 +182,7 @@ def test_get_reopens_native_collection_by_schema(
     cloud: FakeCloudClient, docs: HybridCollection
 ) -> None:
     """HybridCollection.get finds the sparse index in the schema and its function by name."""
-    reopened = HybridCollection.get(cloud, "docs", embedding_function=HashEmbedding())
+    reopened = HybridCollection.open(cloud, "docs", embedding_function=HashEmbedding())
     assert reopened.backend == "native"
     assert isinstance(reopened.sparse_embedding_function, ChromaSparseEmbeddingFunction)
 
@@ -198,4 +198,4 @@ def test_forcing_native_on_a_plain_collection_is_refused(cloud: FakeCloudClient)
     """A collection without a sparse index cannot be opened as native."""
     cloud.get_or_create_collection("plain")
     with pytest.raises(HybridLayoutError):
-        HybridCollection.get(cloud, "plain", embedding_function=HashEmbedding(), backend="native")
+        HybridCollection.open(cloud, "plain", embedding_function=HashEmbedding(), backend="native")

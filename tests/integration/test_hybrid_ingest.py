@@ -308,7 +308,7 @@ def test_catching_up_after_chroma_purged_its_log_uses_record_sequence_numbers(
     backend = docs._backend
     assert isinstance(backend, LocalBackend)
     loads = _count_loads(backend)
-    other = HybridCollection.get(
+    other = HybridCollection.open(
         chromadb.PersistentClient(_path(client)),
         "purged",
         embedding_function=dense,

@@ -208,7 +208,7 @@ def test_reopen_by_name_in_new_client_searches_without_reembedding(
     expected = docs.search("error code E1234", limit=4)
     docs.close()
     client = chromadb.PersistentClient(str(tmp_path / "db"))
-    reopened = HybridCollection.get(client, "docs", embedding_function=HashEmbedding())
+    reopened = HybridCollection.open(client, "docs", embedding_function=HashEmbedding())
     assert isinstance(reopened.sparse_embedding_function, ChromaSparseEmbeddingFunction)
     function = reopened.sparse_embedding_function
     before = function.usage.texts if hasattr(function.usage, "texts") else None
@@ -230,7 +230,7 @@ def test_reopen_in_new_process_same_path(
         from chroma_sparse_ef.hybrid import HybridCollection
         from tests.integration.test_hybrid_local import HashEmbedding
         client = chromadb.PersistentClient({str(tmp_path / "db")!r})
-        docs = HybridCollection.get(client, "docs", embedding_function=HashEmbedding())
+        docs = HybridCollection.open(client, "docs", embedding_function=HashEmbedding())
         print(",".join(docs.search("sparse lexical vectors", limit=3).ids))
         """
     )
@@ -336,7 +336,7 @@ def test_get_of_plain_collection_is_refused(client: Any) -> None:
     """Opening a collection that was not created as hybrid says so."""
     client.create_collection("plain", embedding_function=HashEmbedding())
     with pytest.raises(HybridLayoutError, match="not a hybrid collection"):
-        HybridCollection.get(client, "plain", embedding_function=HashEmbedding())
+        HybridCollection.open(client, "plain", embedding_function=HashEmbedding())
 
 
 def test_unregistered_function_name_asks_to_import(client: Any, sparse_ef: Any) -> None:
@@ -352,7 +352,7 @@ def test_unregistered_function_name_asks_to_import(client: Any, sparse_ef: Any) 
         metadata={CONFIG_METADATA_KEY: json.dumps(layout)},
     )
     with pytest.raises(HybridLayoutError, match="import chroma_sparse_ef"):
-        HybridCollection.get(client, "alien", embedding_function=HashEmbedding())
+        HybridCollection.open(client, "alien", embedding_function=HashEmbedding())
 
 
 def test_large_add_is_chunked_by_max_batch_size(

@@ -39,7 +39,7 @@ def test_reopening_with_another_model_is_refused(
     def reopen() -> HybridCollection:
         if how == "get_or_create":
             return open_docs(client, other)
-        return HybridCollection.get(
+        return HybridCollection.open(
             client, "docs", embedding_function=HashEmbedding(), sparse_embedding_function=other
         )
 

@@ -34,7 +34,7 @@ WRITER = textwrap.dedent(
 
     path, url, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
     dense = HashEmbedding()
-    docs = HybridCollection.get(
+    docs = HybridCollection.open(
         chromadb.PersistentClient(path), "docs", embedding_function=dense,
         sparse_embedding_function=ChromaSparseEmbeddingFunction(base_url=url),
     )
