@@ -48,9 +48,6 @@ KNOWN_BROKEN: dict[str, str] = {
     "the-local-server-and-the-test-kit-2": (
         "NameError: ChromaSparseEmbeddingFunction is not imported"
     ),
-    "hybrid-search-hybridcollection-1": (
-        "NameError: my_dense_function, ids, texts and metas are not defined"
-    ),
 }
 
 _MARKER = re.compile(r"^<!--\s*readme-test:\s*(?P<body>.*?)\s*-->$")
