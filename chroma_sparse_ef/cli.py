@@ -23,7 +23,7 @@ from ._constants import BASE_URL_ENV_VAR, DEFAULT_API_KEY_ENV_VAR
 from ._exceptions import ConfigurationError, EmbeddingError
 from ._models import DEFAULT_MODEL, MODELS
 from ._version import __version__
-from .server._settings import API_KEY_ENV_VAR, DEFAULT_HOST, DEFAULT_PORT
+from .server import API_KEY_ENV_VAR, DEFAULT_HOST, DEFAULT_PORT, ServerLimits
 
 if TYPE_CHECKING:
     from chromadb.base_types import SparseVector
@@ -37,7 +37,14 @@ app = typer.Typer(
     add_completion=False,
     # A failure is one line (see fail()), never a page of locals that could hold a key.
     pretty_exceptions_enable=False,
+    # Click's plain help: rich's panels print `<bool>` beside plain flags and cut long
+    # values (an env var name) at 80 columns; plain help wraps whole words instead.
+    rich_markup_mode=None,
 )
+
+
+#: The server's default limits, shown as the defaults of `serve`'s options.
+_LIMITS = ServerLimits()
 
 
 class LogLevel(str, enum.Enum):
@@ -63,20 +70,21 @@ def fail(message: str) -> NoReturn:
     raise typer.Exit(code=1)
 
 
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"chroma-sparse-ef {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
+@app.callback(invoke_without_command=True)
 def _root(
-    version: Annotated[
-        bool,
-        typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
-    ] = False,
+    ctx: typer.Context,
+    version: Annotated[bool, typer.Option("--version", help="Show the version.")] = False,
 ) -> None:
     """Sparse embeddings from Chroma's embedding service, and hybrid search."""
+    # Handled here, after parsing, not in an eager callback: an eager callback exits
+    # before the rest of the line is read, so `--version true` would pass unnoticed;
+    # here click has already refused `true` as an unknown command.
+    if version:
+        typer.echo(f"chroma-sparse-ef {__version__}")
+        raise typer.Exit()
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit(code=2)
 
 
 @app.command()
@@ -112,6 +120,26 @@ def serve(
     access_log: Annotated[
         bool, typer.Option(help="Log one line per request (never headers).")
     ] = True,
+    max_body_bytes: Annotated[
+        int, typer.Option(min=1, help="Largest request body in bytes; larger: 413.")
+    ] = _LIMITS.max_body_bytes,
+    max_connections: Annotated[
+        int,
+        typer.Option(min=1, help="Open connections at once; more are closed when accepted."),
+    ] = _LIMITS.max_connections,
+    header_timeout: Annotated[
+        float,
+        typer.Option(
+            min=0.001, help="Seconds a client has to send a request's headers, else closed."
+        ),
+    ] = _LIMITS.header_timeout_s,
+    body_timeout: Annotated[
+        float,
+        typer.Option(min=0.001, help="Seconds a client has to send a body; slower: 408."),
+    ] = _LIMITS.body_timeout_s,
+    keep_alive: Annotated[
+        float, typer.Option(min=1.0, help="Seconds an idle kept-alive connection stays open.")
+    ] = _LIMITS.keep_alive_s,
     splade: Annotated[
         list[str] | None,
         typer.Option(
@@ -124,15 +152,14 @@ def serve(
         ),
     ] = None,
 ) -> None:
-    """Serve POST /embed_sparse locally (BM25, or SPLADE with --splade), like Chroma's embedding service."""
+    """Serve POST /embed_sparse locally (BM25, or SPLADE with --splade), like Chroma's embedding service.
+
+    Also fixed: at most 100 texts per request, 100,000 characters per text, 16 KiB of
+    headers, 64 MiB of bodies in memory at once (then 503); GET /healthz lists them all.
+    """
     try:
-        from .server import Bm25Backend, SparseBackend, create_app, warn_if_exposed
-        from .server._serve import (
-            bind_socket,
-            make_uvicorn_server,
-            url_for,
-            uvicorn_log_config,
-        )
+        from .server import Bm25Backend, SparseBackend, bind_socket, create_app
+        from .server import serve as serve_forever
     except ImportError as exc:
         fail(str(exc))
     splade_dirs = _parse_splade_options(splade or [])
@@ -143,23 +170,37 @@ def serve(
 
             # SPLADE first: routing gives each model to the first backend that lists it.
             backends = [SpladeBackend.from_dirs(splade_dirs), Bm25Backend()]
+        limits = _LIMITS.replace(
+            max_body_bytes=max_body_bytes,
+            max_buffered_bytes=max(_LIMITS.max_buffered_bytes, max_body_bytes),
+            max_connections=max_connections,
+            header_timeout_s=header_timeout,
+            body_timeout_s=body_timeout,
+            keep_alive_s=keep_alive,
+        )
         application = create_app(
-            api_key=api_key, rate_limit=rate_limit, latency_ms=latency_ms, backends=backends
+            api_key=api_key,
+            rate_limit=rate_limit,
+            latency_ms=latency_ms,
+            backends=backends,
+            limits=limits,
         )
         sock = bind_socket(host, port)
     except ConfigurationError as exc:
         fail(str(exc))
+
+    def announce(url: str) -> None:
+        # Printed only once the socket accepts connections: scripts wait for this line.
+        typer.echo(f"chroma-sparse-ef: serving {url}/embed_sparse", err=True)
+
     with sock:
-        # Building the uvicorn Config applies the log config, so warnings come after it.
-        server = make_uvicorn_server(
+        serve_forever(
             application,
+            sock,
             log_level=log_level.value,
             access_log=access_log,
-            log_config=uvicorn_log_config(log_level.value),
+            on_ready=announce,
         )
-        warn_if_exposed(host, has_api_key=api_key is not None)
-        typer.echo(f"chroma-sparse-ef: serving {url_for(sock)}/embed_sparse", err=True)
-        server.run(sockets=[sock])
 
 
 def _parse_splade_options(specs: list[str]) -> dict[str, str]:
@@ -298,9 +339,9 @@ def _service(base_url: str | None, use_local: bool, *, explicit: bool) -> Iterat
     )
     with contextlib.ExitStack() as stack:
         try:
-            from .testing import run_local_server
+            from .server import create_app, run_in_thread
 
-            server = stack.enter_context(run_local_server())
+            server = stack.enter_context(run_in_thread(create_app()))
         except (ImportError, ConfigurationError, RuntimeError) as exc:
             fail(f"cannot start the local server: {exc}")
         yield server.url
