@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
@@ -166,7 +166,7 @@ def serve(
     try:
         backends: list[SparseBackend] | None = None
         if splade_dirs:
-            from .server._splade import SpladeBackend
+            from .server import SpladeBackend
 
             # SPLADE first: routing gives each model to the first backend that lists it.
             backends = [SpladeBackend.from_dirs(splade_dirs), Bm25Backend()]
@@ -194,13 +194,16 @@ def serve(
         typer.echo(f"chroma-sparse-ef: serving {url}/embed_sparse", err=True)
 
     with sock:
-        serve_forever(
-            application,
-            sock,
-            log_level=log_level.value,
-            access_log=access_log,
-            on_ready=announce,
-        )
+        try:
+            serve_forever(
+                application,
+                sock,
+                log_level=log_level.value,
+                access_log=access_log,
+                on_ready=announce,
+            )
+        except ImportError as exc:
+            fail(str(exc))
 
 
 def _parse_splade_options(specs: list[str]) -> dict[str, str]:
@@ -261,6 +264,9 @@ def embed(
     """
     if text == "-":
         text = sys.stdin.read()
+    if not text.strip():
+        fail("text must be a non-empty string")
+    _check_sparse_model(model)
     if local and base_url is not None:
         fail(f"--local and --base-url (or {BASE_URL_ENV_VAR}) cannot be used together")
     use_local = local or (base_url is None and not os.environ.get(DEFAULT_API_KEY_ENV_VAR))
@@ -288,6 +294,15 @@ def embed(
         typer.echo(json.dumps(payload, ensure_ascii=False))
         return
     _print_vector(vector, used_model, side, tokens, local=use_local, top=top)
+
+
+def _check_sparse_model(model: str) -> None:
+    """Fail, listing the sparse models once, unless `model` is one of them."""
+    sparse = [info.name for info in MODELS.values() if info.sparse]
+    if model not in MODELS:
+        fail(f"unknown model {model!r}; sparse models: {', '.join(sparse)}")
+    if not MODELS[model].sparse:
+        fail(f"{model!r} is dense-only; sparse models: {', '.join(sparse)}")
 
 
 @app.command()
@@ -352,8 +367,6 @@ def _print_vector(
 ) -> None:
     from rich.console import Console
     from rich.markup import escape
-    from rich.table import Table
-    from rich.text import Text
 
     labels = vector.labels or [""] * len(vector.indices)
     rows = sorted(
@@ -361,8 +374,24 @@ def _print_vector(
     )
     shown = rows[:top] if top is not None else rows
     console = Console()
+    if not rows:
+        # An empty table reads as a failure; say what happened instead.
+        console.print(
+            f"[bold]{escape(model)}[/bold] ({side}): no matches: no token of the text "
+            f"carries weight ({tokens} tokens read; stopwords, for one, carry none)"
+        )
+    else:
+        _print_table(console, shown, len(rows))
     # Labels and model names are data, not markup: "[CLS]" must print as itself.
     console.print(f"[bold]{escape(model)}[/bold] ({side}): {len(rows)} non-zero, {tokens} tokens")
+    if local:
+        console.print("BM25 weights from the local server, not SPLADE", style="dim")
+
+
+def _print_table(console: Any, shown: list[tuple[str, int, float]], total: int) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table()
     table.add_column("label")
     table.add_column("index", justify="right")
@@ -370,10 +399,8 @@ def _print_vector(
     for label, index, value in shown:
         table.add_row(Text(label), str(index), f"{value:.4f}")
     console.print(table)
-    if len(shown) < len(rows):
-        console.print(f"{len(rows) - len(shown)} lighter entries not shown", style="dim")
-    if local:
-        console.print("BM25 weights from the local server, not SPLADE", style="dim")
+    if len(shown) < total:
+        console.print(f"{total - len(shown)} lighter entries not shown", style="dim")
 
 
 class SearchMode(str, enum.Enum):
@@ -385,6 +412,8 @@ class SearchMode(str, enum.Enum):
 
 
 _PATH_HELP = "Folder of the demo's PersistentClient (embedded Chroma)."
+#: With CHROMA_API_KEY, these make `demo` and `search` use Chroma Cloud (see _demo).
+_CLOUD_ENV_VARS = ("CHROMA_TENANT", "CHROMA_DATABASE")
 _LOCAL_HELP = "Use the local server and embedded Chroma even if CHROMA_API_KEY is set."
 
 
@@ -427,10 +456,22 @@ def search(
 
     from ._demo import search as run_search
 
+    if not query.strip():
+        fail("query must be a non-empty string")
+    if path.exists() and not path.is_dir() and not _uses_cloud(local):
+        # Checked here: the demo's "no data, run demo first" advice would send the user
+        # to `demo --path FILE`, which fails the same way.
+        fail(f"--path {path} is a file; it must be the folder `chroma-sparse-ef demo` wrote")
     with _one_line_errors():
         run_search(
             Console(), query, path=path, name=collection, mode=mode.value, top=top, local=local
         )
+
+
+def _uses_cloud(local: bool) -> bool:
+    """Whether demo/search open Chroma Cloud (all three variables set, no --local)."""
+    names = (DEFAULT_API_KEY_ENV_VAR, *_CLOUD_ENV_VARS)
+    return not local and all(os.environ.get(name) for name in names)
 
 
 @contextlib.contextmanager
@@ -441,11 +482,36 @@ def _one_line_errors() -> Iterator[None]:
     try:
         yield
     except (EmbeddingError, ValueError, ChromaError) as exc:
-        fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        fail(explain(exc))
     except ImportError as exc:
         fail(f"{exc}; install the server extra: pip install 'chroma-sparse-ef[server]'")
     except KeyboardInterrupt:
         fail("interrupted")
+
+
+def explain(exc: BaseException) -> str:
+    """The one line `fail` prints for `exc`: its first line, and what to check on Cloud.
+
+    chromadb says only "Could not connect to a Chroma server" (or to a tenant) when
+    Chroma Cloud is out of reach or refuses the credentials; the user needs to know that
+    the Cloud variables chose Cloud, and what to do about it.
+
+    Args:
+        exc: The error.
+
+    Returns:
+        One line, without secrets (the key's name is printed, never its value).
+    """
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if _uses_cloud(local=False) and text.startswith("Could not connect"):
+        names = ", ".join((DEFAULT_API_KEY_ENV_VAR, *_CLOUD_ENV_VARS))
+        text = (
+            f"Chroma Cloud did not answer ({text}): {names} are set, so the collection is "
+            "opened on Chroma Cloud. Check the network and those three values (a wrong "
+            "key, tenant or database reads the same), or pass --local to use the embedded "
+            "copy under --path"
+        )
+    return text
 
 
 def main() -> None:

@@ -172,8 +172,16 @@ def make_uvicorn_server(
 
     Returns:
         The server, not started.
+
+    Raises:
+        ImportError: If uvicorn (the ``server`` extra) is not installed.
     """
-    import uvicorn
+    try:
+        import uvicorn
+    except ImportError as exc:
+        raise ImportError(
+            "the local server needs uvicorn: pip install 'chroma-sparse-ef[server]'"
+        ) from exc
 
     limits = getattr(app.state, "limits", None) or ServerLimits()
     config = uvicorn.Config(
