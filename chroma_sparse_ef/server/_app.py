@@ -289,29 +289,31 @@ async def _read_and_parse(server: _Server, request: Request) -> EmbedRequestBody
     long the body (and what is built from it) is held.
     """
     limits = server.limits
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limits.max_body_bytes:
+    declared_text = request.headers.get("content-length")
+    declared = int(declared_text) if declared_text and declared_text.isdigit() else None
+    if declared is not None and declared > limits.max_body_bytes:
         raise HTTPProblem(
             413, f"request body too large: {declared} bytes, at most {limits.max_body_bytes}"
         )
     held = 0
     try:
+        # A declared length is reserved before reading, so a body that cannot fit is
+        # refused without reading any of it; a chunked one reserves as it arrives.
+        if declared is not None:
+            _reserve(server.budget, declared)
+            held = declared
         with anyio.fail_after(limits.body_timeout_s):
-            # Content-Length can be absent (chunked) or wrong, so the count is kept and
-            # the budget taken while reading, chunk by chunk.
             chunks: list[bytes] = []
+            size = 0
             async for chunk in request.stream():
-                if held + len(chunk) > limits.max_body_bytes:
+                size += len(chunk)
+                if size > limits.max_body_bytes:
                     raise HTTPProblem(
                         413, f"request body too large: over {limits.max_body_bytes} bytes"
                     )
-                if not server.budget.take(len(chunk)):
-                    raise HTTPProblem(
-                        503,
-                        "too many request bodies in flight; retry shortly",
-                        headers=retry_after_headers(_BUSY_RETRY_AFTER_S),
-                    )
-                held += len(chunk)
+                if size > held:
+                    _reserve(server.budget, size - held)
+                    held = size
                 chunks.append(chunk)
         raw = b"".join(chunks)
         del chunks
@@ -326,6 +328,16 @@ async def _read_and_parse(server: _Server, request: Request) -> EmbedRequestBody
         ) from None
     finally:
         server.budget.give_back(held)
+
+
+def _reserve(budget: _BodyBudget, size: int) -> None:
+    """Take `size` bytes of the body budget, or refuse the request with 503."""
+    if not budget.take(size):
+        raise HTTPProblem(
+            503,
+            "too many request bodies in flight; retry shortly",
+            headers=retry_after_headers(_BUSY_RETRY_AFTER_S),
+        )
 
 
 def _health(server: _Server) -> dict[str, Any]:
