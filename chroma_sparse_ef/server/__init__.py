@@ -84,7 +84,9 @@ _HOMES = {
     "SpladeBackend": "._splade",
 }
 #: Packages of the ``server`` extra (and what they pull in) that may be missing.
-_EXTRA_PACKAGES = frozenset({"fastapi", "starlette", "snowballstemmer"})
+_EXTRA_PACKAGES = frozenset(
+    {"fastapi", "starlette", "uvicorn", "anyio", "pydantic", "tokenizers", "snowballstemmer"}
+)
 
 
 def __getattr__(name: str) -> Any:
