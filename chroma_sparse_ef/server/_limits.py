@@ -38,7 +38,7 @@ class ServerLimits:
         keep_alive_s: Seconds an idle kept-alive connection stays open.
         max_buffered_bytes: Bytes of request bodies held at once across all requests;
             a request that would go above it gets 503 with Retry-After.
-        max_parallel_parses: Bodies parsed at once (in worker threads).
+        max_parallel_parses: Bodies over 64 KiB parsed at once (in worker threads).
     """
 
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES

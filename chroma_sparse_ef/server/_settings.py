@@ -62,8 +62,8 @@ DEFAULT_KEEP_ALIVE_S = 5.0
 #: that would go above it gets 503 with Retry-After (the client retries). Four bodies of
 #: the largest size: the server's memory stays bounded whatever clients send.
 DEFAULT_MAX_BUFFERED_BYTES = 64 * 1024 * 1024
-#: Bodies parsed at once, each in a worker thread so the event loop (and `/healthz`)
-#: never waits on JSON. Parsing is CPU-bound and the GIL serialises it anyway: two keeps
+#: Large bodies (over 64 KiB) parsed at once, each in a worker thread so the event loop
+#: (and `/healthz`) never waits on them. Parsing is CPU-bound and the GIL serialises it anyway: two keeps
 #: one parse going while another request is handed off.
 DEFAULT_MAX_PARALLEL_PARSES = 2
 #: JSON strings a body may hold besides its texts. The spec's body has three keys and
