@@ -3,9 +3,9 @@
 Checks run in the order that costs least first: simulated latency, key (401), rate
 limit (429), model header (400/501), body size (413) and the memory budget for bodies
 (503), the body read within its deadline (408), the count of values in it (413, before
-parsing), the body parsed (400/413), then the backend. Parsing and the backend run in
-worker threads, so neither JSON nor BM25's CPU work ever blocks the event loop that
-answers `/healthz`. Connection-level limits (head size and deadline, connection count,
+parsing), the body parsed (400/413), then the backend. The backend, and the parsing of
+bodies over 64 KiB, run in worker threads, so neither large JSON nor BM25's CPU work
+blocks the event loop that answers `/healthz`. Connection-level limits (head size and deadline, connection count,
 keep-alive) are uvicorn's side: see `_serve`.
 """
 
