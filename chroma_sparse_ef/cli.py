@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
@@ -23,7 +23,7 @@ from ._constants import BASE_URL_ENV_VAR, DEFAULT_API_KEY_ENV_VAR
 from ._exceptions import ConfigurationError, EmbeddingError
 from ._models import DEFAULT_MODEL, MODELS
 from ._version import __version__
-from .server._settings import API_KEY_ENV_VAR, DEFAULT_HOST, DEFAULT_PORT
+from .server import API_KEY_ENV_VAR, DEFAULT_HOST, DEFAULT_PORT, ServerLimits
 
 if TYPE_CHECKING:
     from chromadb.base_types import SparseVector
@@ -37,7 +37,14 @@ app = typer.Typer(
     add_completion=False,
     # A failure is one line (see fail()), never a page of locals that could hold a key.
     pretty_exceptions_enable=False,
+    # Click's plain help: rich's panels print `<bool>` beside plain flags and cut long
+    # values (an env var name) at 80 columns; plain help wraps whole words instead.
+    rich_markup_mode=None,
 )
+
+
+#: The server's default limits, shown as the defaults of `serve`'s options.
+_LIMITS = ServerLimits()
 
 
 class LogLevel(str, enum.Enum):
@@ -63,20 +70,21 @@ def fail(message: str) -> NoReturn:
     raise typer.Exit(code=1)
 
 
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"chroma-sparse-ef {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
+@app.callback(invoke_without_command=True)
 def _root(
-    version: Annotated[
-        bool,
-        typer.Option("--version", callback=_version, is_eager=True, help="Show the version."),
-    ] = False,
+    ctx: typer.Context,
+    version: Annotated[bool, typer.Option("--version", help="Show the version.")] = False,
 ) -> None:
     """Sparse embeddings from Chroma's embedding service, and hybrid search."""
+    # Handled here, after parsing, not in an eager callback: an eager callback exits
+    # before the rest of the line is read, so `--version true` would pass unnoticed;
+    # here click has already refused `true` as an unknown command.
+    if version:
+        typer.echo(f"chroma-sparse-ef {__version__}")
+        raise typer.Exit()
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit(code=2)
 
 
 @app.command()
@@ -112,6 +120,26 @@ def serve(
     access_log: Annotated[
         bool, typer.Option(help="Log one line per request (never headers).")
     ] = True,
+    max_body_bytes: Annotated[
+        int, typer.Option(min=1, help="Largest request body in bytes; larger: 413.")
+    ] = _LIMITS.max_body_bytes,
+    max_connections: Annotated[
+        int,
+        typer.Option(min=1, help="Open connections at once; more are closed when accepted."),
+    ] = _LIMITS.max_connections,
+    header_timeout: Annotated[
+        float,
+        typer.Option(
+            min=0.001, help="Seconds a client has to send a request's headers, else closed."
+        ),
+    ] = _LIMITS.header_timeout_s,
+    body_timeout: Annotated[
+        float,
+        typer.Option(min=0.001, help="Seconds a client has to send a body; slower: 408."),
+    ] = _LIMITS.body_timeout_s,
+    keep_alive: Annotated[
+        float, typer.Option(min=1.0, help="Seconds an idle kept-alive connection stays open.")
+    ] = _LIMITS.keep_alive_s,
     splade: Annotated[
         list[str] | None,
         typer.Option(
@@ -124,42 +152,58 @@ def serve(
         ),
     ] = None,
 ) -> None:
-    """Serve POST /embed_sparse locally (BM25, or SPLADE with --splade), like Chroma's embedding service."""
+    """Serve POST /embed_sparse locally (BM25, or SPLADE with --splade), like Chroma's embedding service.
+
+    Also fixed: at most 100 texts per request, 100,000 characters per text, 16 KiB of
+    headers, 64 MiB of bodies in memory at once (then 503); GET /healthz lists them all.
+    """
     try:
-        from .server import Bm25Backend, SparseBackend, create_app, warn_if_exposed
-        from .server._serve import (
-            bind_socket,
-            make_uvicorn_server,
-            url_for,
-            uvicorn_log_config,
-        )
+        from .server import Bm25Backend, SparseBackend, bind_socket, create_app
+        from .server import serve as serve_forever
     except ImportError as exc:
         fail(str(exc))
     splade_dirs = _parse_splade_options(splade or [])
     try:
         backends: list[SparseBackend] | None = None
         if splade_dirs:
-            from .server._splade import SpladeBackend
+            from .server import SpladeBackend
 
             # SPLADE first: routing gives each model to the first backend that lists it.
             backends = [SpladeBackend.from_dirs(splade_dirs), Bm25Backend()]
+        limits = _LIMITS.replace(
+            max_body_bytes=max_body_bytes,
+            max_buffered_bytes=max(_LIMITS.max_buffered_bytes, max_body_bytes),
+            max_connections=max_connections,
+            header_timeout_s=header_timeout,
+            body_timeout_s=body_timeout,
+            keep_alive_s=keep_alive,
+        )
         application = create_app(
-            api_key=api_key, rate_limit=rate_limit, latency_ms=latency_ms, backends=backends
+            api_key=api_key,
+            rate_limit=rate_limit,
+            latency_ms=latency_ms,
+            backends=backends,
+            limits=limits,
         )
         sock = bind_socket(host, port)
     except ConfigurationError as exc:
         fail(str(exc))
+
+    def announce(url: str) -> None:
+        # Printed only once the socket accepts connections: scripts wait for this line.
+        typer.echo(f"chroma-sparse-ef: serving {url}/embed_sparse", err=True)
+
     with sock:
-        # Building the uvicorn Config applies the log config, so warnings come after it.
-        server = make_uvicorn_server(
-            application,
-            log_level=log_level.value,
-            access_log=access_log,
-            log_config=uvicorn_log_config(log_level.value),
-        )
-        warn_if_exposed(host, has_api_key=api_key is not None)
-        typer.echo(f"chroma-sparse-ef: serving {url_for(sock)}/embed_sparse", err=True)
-        server.run(sockets=[sock])
+        try:
+            serve_forever(
+                application,
+                sock,
+                log_level=log_level.value,
+                access_log=access_log,
+                on_ready=announce,
+            )
+        except ImportError as exc:
+            fail(str(exc))
 
 
 def _parse_splade_options(specs: list[str]) -> dict[str, str]:
@@ -220,6 +264,9 @@ def embed(
     """
     if text == "-":
         text = sys.stdin.read()
+    if not text.strip():
+        fail("text must be a non-empty string")
+    _check_sparse_model(model)
     if local and base_url is not None:
         fail(f"--local and --base-url (or {BASE_URL_ENV_VAR}) cannot be used together")
     use_local = local or (base_url is None and not os.environ.get(DEFAULT_API_KEY_ENV_VAR))
@@ -247,6 +294,15 @@ def embed(
         typer.echo(json.dumps(payload, ensure_ascii=False))
         return
     _print_vector(vector, used_model, side, tokens, local=use_local, top=top)
+
+
+def _check_sparse_model(model: str) -> None:
+    """Fail, listing the sparse models once, unless `model` is one of them."""
+    sparse = [info.name for info in MODELS.values() if info.sparse]
+    if model not in MODELS:
+        fail(f"unknown model {model!r}; sparse models: {', '.join(sparse)}")
+    if not MODELS[model].sparse:
+        fail(f"{model!r} is dense-only; sparse models: {', '.join(sparse)}")
 
 
 @app.command()
@@ -298,9 +354,9 @@ def _service(base_url: str | None, use_local: bool, *, explicit: bool) -> Iterat
     )
     with contextlib.ExitStack() as stack:
         try:
-            from .testing import run_local_server
+            from .server import create_app, run_in_thread
 
-            server = stack.enter_context(run_local_server())
+            server = stack.enter_context(run_in_thread(create_app()))
         except (ImportError, ConfigurationError, RuntimeError) as exc:
             fail(f"cannot start the local server: {exc}")
         yield server.url
@@ -311,8 +367,6 @@ def _print_vector(
 ) -> None:
     from rich.console import Console
     from rich.markup import escape
-    from rich.table import Table
-    from rich.text import Text
 
     labels = vector.labels or [""] * len(vector.indices)
     rows = sorted(
@@ -320,8 +374,24 @@ def _print_vector(
     )
     shown = rows[:top] if top is not None else rows
     console = Console()
+    if not rows:
+        # An empty table reads as a failure; say what happened instead.
+        console.print(
+            f"[bold]{escape(model)}[/bold] ({side}): no matches: no token of the text "
+            f"carries weight ({tokens} tokens read; stopwords, for one, carry none)"
+        )
+    else:
+        _print_table(console, shown, len(rows))
     # Labels and model names are data, not markup: "[CLS]" must print as itself.
     console.print(f"[bold]{escape(model)}[/bold] ({side}): {len(rows)} non-zero, {tokens} tokens")
+    if local:
+        console.print("BM25 weights from the local server, not SPLADE", style="dim")
+
+
+def _print_table(console: Any, shown: list[tuple[str, int, float]], total: int) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table()
     table.add_column("label")
     table.add_column("index", justify="right")
@@ -329,10 +399,8 @@ def _print_vector(
     for label, index, value in shown:
         table.add_row(Text(label), str(index), f"{value:.4f}")
     console.print(table)
-    if len(shown) < len(rows):
-        console.print(f"{len(rows) - len(shown)} lighter entries not shown", style="dim")
-    if local:
-        console.print("BM25 weights from the local server, not SPLADE", style="dim")
+    if len(shown) < total:
+        console.print(f"{total - len(shown)} lighter entries not shown", style="dim")
 
 
 class SearchMode(str, enum.Enum):
@@ -344,6 +412,8 @@ class SearchMode(str, enum.Enum):
 
 
 _PATH_HELP = "Folder of the demo's PersistentClient (embedded Chroma)."
+#: With CHROMA_API_KEY, these make `demo` and `search` use Chroma Cloud (see _demo).
+_CLOUD_ENV_VARS = ("CHROMA_TENANT", "CHROMA_DATABASE")
 _LOCAL_HELP = "Use the local server and embedded Chroma even if CHROMA_API_KEY is set."
 
 
@@ -386,10 +456,22 @@ def search(
 
     from ._demo import search as run_search
 
+    if not query.strip():
+        fail("query must be a non-empty string")
+    if path.exists() and not path.is_dir() and not _uses_cloud(local):
+        # Checked here: the demo's "no data, run demo first" advice would send the user
+        # to `demo --path FILE`, which fails the same way.
+        fail(f"--path {path} is a file; it must be the folder `chroma-sparse-ef demo` wrote")
     with _one_line_errors():
         run_search(
             Console(), query, path=path, name=collection, mode=mode.value, top=top, local=local
         )
+
+
+def _uses_cloud(local: bool) -> bool:
+    """Whether demo/search open Chroma Cloud (all three variables set, no --local)."""
+    names = (DEFAULT_API_KEY_ENV_VAR, *_CLOUD_ENV_VARS)
+    return not local and all(os.environ.get(name) for name in names)
 
 
 @contextlib.contextmanager
@@ -400,11 +482,36 @@ def _one_line_errors() -> Iterator[None]:
     try:
         yield
     except (EmbeddingError, ValueError, ChromaError) as exc:
-        fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        fail(explain(exc))
     except ImportError as exc:
         fail(f"{exc}; install the server extra: pip install 'chroma-sparse-ef[server]'")
     except KeyboardInterrupt:
         fail("interrupted")
+
+
+def explain(exc: BaseException) -> str:
+    """The one line `fail` prints for `exc`: its first line, and what to check on Cloud.
+
+    chromadb says only "Could not connect to a Chroma server" (or to a tenant) when
+    Chroma Cloud is out of reach or refuses the credentials; the user needs to know that
+    the Cloud variables chose Cloud, and what to do about it.
+
+    Args:
+        exc: The error.
+
+    Returns:
+        One line, without secrets (the key's name is printed, never its value).
+    """
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if _uses_cloud(local=False) and text.startswith("Could not connect"):
+        names = ", ".join((DEFAULT_API_KEY_ENV_VAR, *_CLOUD_ENV_VARS))
+        text = (
+            f"Chroma Cloud did not answer ({text}): {names} are set, so the collection is "
+            "opened on Chroma Cloud. Check the network and those three values (a wrong "
+            "key, tenant or database reads the same), or pass --local to use the embedded "
+            "copy under --path"
+        )
+    return text
 
 
 def main() -> None:

@@ -23,8 +23,8 @@ Outside pytest, `run_local_server` is a context manager::
     with run_local_server(latency_ms=20) as server:
         print(server.url)
 
-The server runs uvicorn in a background thread of the current process; its vectors are
-BM25 weights (see `chroma_sparse_ef.server.Bm25Backend`), not SPLADE ones. This module
+The server runs uvicorn in a background thread of the current process
+(`chroma_sparse_ef.server.run_in_thread`, which this wraps); its vectors are BM25 weights (see `chroma_sparse_ef.server.Bm25Backend`), not SPLADE ones. This module
 is imported on every pytest run of every project that installs the package, so it
 imports nothing heavy at module level: FastAPI and uvicorn load when a server starts.
 """
@@ -32,40 +32,15 @@ imports nothing heavy at module level: FastAPI and uvicorn load when a server st
 from __future__ import annotations
 
 import contextlib
-import threading
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
+
+from .server import DEFAULT_STARTUP_TIMEOUT, LocalServer
 
 __all__ = ["LocalServer", "run_local_server"]
 
-#: Seconds to wait for a server to accept connections; startup takes ~0.1 s when
-#: chromadb is already imported and ~2 s on a cold, busy CI machine.
-DEFAULT_STARTUP_TIMEOUT = 30.0
 #: Placeholder key `embed_server_env` sets: servers without a key accept any token.
 PLACEHOLDER_API_KEY = "chroma-sparse-ef-test-key"
-
-
-@dataclass(frozen=True, slots=True)
-class LocalServer:
-    """A running local server.
-
-    Attributes:
-        url: Base URL, e.g. ``http://127.0.0.1:53817`` (no trailing slash): what
-            ``CHROMA_EMBED_URL`` or an embedding function's ``base_url`` takes.
-        host: The address it listens on.
-        port: The port it listens on.
-    """
-
-    url: str
-    host: str
-    port: int
-
-    @property
-    def embed_sparse_url(self) -> str:
-        """Full URL of ``POST /embed_sparse``."""
-        return f"{self.url}/embed_sparse"
 
 
 @contextlib.contextmanager
@@ -79,6 +54,9 @@ def run_local_server(
 ) -> Iterator[LocalServer]:
     """Run the local server in a background thread for the duration of a ``with`` block.
 
+    `chroma_sparse_ef.server.run_in_thread` of `chroma_sparse_ef.server.create_app`:
+    it returns only once the server accepts connections.
+
     Args:
         host: Address to listen on; loopback by default (a warning is logged for a
             non-loopback address without ``api_key``).
@@ -86,7 +64,7 @@ def run_local_server(
         access_log: Log one line per request to the ``uvicorn.access`` logger.
         startup_timeout: Seconds to wait for the server to accept connections.
         **app_options: Passed to `chroma_sparse_ef.server.create_app`: ``api_key``,
-            ``rate_limit`` (e.g. ``"10/s"``), ``latency_ms``, ``backends``,
+            ``rate_limit`` (e.g. ``"10/s"``), ``latency_ms``, ``backends``, ``limits``,
             ``max_body_bytes``, ``max_text_chars``.
 
     Yields:
@@ -97,42 +75,13 @@ def run_local_server(
         RuntimeError: If the server fails to start within `startup_timeout`.
         ImportError: If the ``server`` extra is not installed.
     """
-    from .server import create_app, warn_if_exposed
-    from .server._serve import bind_socket, make_uvicorn_server, url_for
+    from .server import create_app, run_in_thread
 
     app = create_app(**app_options)
-    sock = bind_socket(host, port)
-    with sock:
-        warn_if_exposed(host, has_api_key=app_options.get("api_key") is not None)
-        # log_config=None: leave the host program's logging (and pytest's caplog) alone.
-        server = make_uvicorn_server(app, log_level=None, access_log=access_log, log_config=None)
-        thread = threading.Thread(
-            target=server.run,
-            kwargs={"sockets": [sock]},
-            name=f"chroma-sparse-ef-server-{sock.getsockname()[1]}",
-            daemon=True,
-        )
-        thread.start()
-        try:
-            _wait_started(server, thread, startup_timeout)
-            url = url_for(sock)
-            yield LocalServer(url=url, host=host, port=int(sock.getsockname()[1]))
-        finally:
-            server.should_exit = True
-            thread.join(startup_timeout)
-
-
-def _wait_started(server: Any, thread: threading.Thread, timeout: float) -> None:
-    """Block until uvicorn accepts connections, its thread dies, or `timeout` passes."""
-    deadline = time.monotonic() + timeout
-    # uvicorn exposes readiness only as its `started` flag. Joining the thread briefly is
-    # the wait: it returns at once if startup failed and the thread ended.
-    while not server.started:
-        thread.join(0.01)
-        if not thread.is_alive():
-            raise RuntimeError("the local embed server stopped during startup; see its log")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the local embed server did not start within {timeout} s")
+    with run_in_thread(
+        app, host, port, access_log=access_log, startup_timeout=startup_timeout
+    ) as server:
+        yield server
 
 
 try:

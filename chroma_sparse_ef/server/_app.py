@@ -1,8 +1,12 @@
 """The FastAPI application: ``POST /embed_sparse`` as the spec describes it, and ``/healthz``.
 
 Checks run in the order that costs least first: simulated latency, key (401), rate
-limit (429), model header (400/501), body size (413), body (400/413), then the backend
-in a worker thread, so BM25's CPU work never blocks the event loop.
+limit (429), model header (400/501), body size (413) and the memory budget for bodies
+(503), the body read within its deadline (408), the count of values in it (413, before
+parsing), the body parsed (400/413), then the backend. The backend, and the parsing of
+bodies over 64 KiB, run in worker threads, so neither large JSON nor BM25's CPU work
+blocks the event loop that answers `/healthz`. Connection-level limits (head size and deadline, connection count,
+keep-alive) are uvicorn's side: see `_serve`.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.concurrency import run_in_threadpool
@@ -26,11 +31,12 @@ from .._exceptions import ConfigurationError
 from .._models import MODELS
 from .._version import __version__
 from ._backends import Bm25Backend, SparseBackend
+from ._limits import ServerLimits
 from ._problems import HTTPProblem, error_response
 from ._ratelimit import RateLimit, TokenBucketLimiter, retry_after_headers
 from ._routing import BackendRouter, check_output
 from ._security import ApiKey
-from ._settings import BACKEND_HEADER, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_TEXT_CHARS
+from ._settings import BACKEND_HEADER
 from ._wire import (
     EmbedRequestBody,
     ErrorResponse,
@@ -41,6 +47,14 @@ from ._wire import (
 )
 
 __all__ = ["create_app"]
+
+#: Bodies up to this size are parsed on the event loop: 64 KiB of JSON parses in about
+#: 0.1 ms, less than handing it to a worker thread and back costs; larger ones (up to
+#: 16 MiB, tens of ms) go to a thread so `/healthz` never waits on them.
+_INLINE_PARSE_BYTES = 64 * 1024
+#: Seconds a client is asked to wait when the body budget is full: bodies are read in
+#: well under a second on loopback, so a slot is free again by then.
+_BUSY_RETRY_AFTER_S = 1.0
 
 logger = logging.getLogger("chroma_sparse_ef.server")
 
@@ -92,6 +106,30 @@ def _openapi_extra() -> dict[str, Any]:
     }
 
 
+class _BodyBudget:
+    """Bytes of request bodies held at once, across requests.
+
+    Only touched from the event loop (never from worker threads), so plain integers
+    need no lock.
+    """
+
+    __slots__ = ("held", "most")
+
+    def __init__(self, most: int) -> None:
+        self.most = most
+        self.held = 0
+
+    def take(self, size: int) -> bool:
+        """Reserve `size` more bytes; False (nothing reserved) if that would pass the cap."""
+        if self.held + size > self.most:
+            return False
+        self.held += size
+        return True
+
+    def give_back(self, size: int) -> None:
+        self.held -= size
+
+
 @dataclass(frozen=True, slots=True)
 class _Server:
     """Everything a request needs, fixed when the app is built."""
@@ -100,8 +138,11 @@ class _Server:
     api_key: ApiKey | None
     limiter: TokenBucketLimiter | None
     latency_s: float
-    max_body_bytes: int
-    limits: RequestLimits
+    limits: ServerLimits
+    request_limits: RequestLimits
+    budget: _BodyBudget
+    # Created on first use: anyio ties a limiter to the running event loop's backend.
+    parse_slots: list[anyio.CapacityLimiter]
 
 
 def create_app(
@@ -110,8 +151,9 @@ def create_app(
     backends: Sequence[SparseBackend] | None = None,
     rate_limit: RateLimit | str | None = None,
     latency_ms: float = 0.0,
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-    max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
+    limits: ServerLimits | None = None,
+    max_body_bytes: int | None = None,
+    max_text_chars: int | None = None,
 ) -> FastAPI:
     """Build the local ``/embed_sparse`` server.
 
@@ -125,8 +167,14 @@ def create_app(
             it the server answers 429 with Retry-After and retry-after-ms. None: no limit.
         latency_ms: Delay added to every ``/embed_sparse`` request (awaited, so requests
             still overlap), to imitate a remote service in benchmarks.
-        max_body_bytes: Largest request body; larger gives 413 without reading it all.
-        max_text_chars: Longest text, in characters; longer gives 413.
+        limits: Every limit (`ServerLimits`; its defaults otherwise). The
+            connection-level ones take effect when the app is run with
+            `chroma_sparse_ef.server.run_in_thread` or `serve`, which read them from
+            ``app.state.limits``; all are reported by `/healthz`.
+        max_body_bytes: Shorthand for the same field of `limits`: largest request body;
+            larger gives 413 without reading it all.
+        max_text_chars: Shorthand for the same field of `limits`: longest text, in
+            characters; longer gives 413.
 
     Returns:
         The FastAPI application, ready for uvicorn or `httpx.ASGITransport`.
@@ -137,8 +185,16 @@ def create_app(
     """
     if not (latency_ms >= 0 and math.isfinite(latency_ms)):
         raise ConfigurationError(f"latency_ms must be a non-negative number, got {latency_ms}")
-    if max_body_bytes < 1 or max_text_chars < 1:
-        raise ConfigurationError("max_body_bytes and max_text_chars must be positive")
+    limits = limits if limits is not None else ServerLimits()
+    if max_body_bytes is not None:
+        # Raising the body cap alone raises the memory budget with it, so that a
+        # single body of the new size can still be read.
+        limits = limits.replace(
+            max_body_bytes=max_body_bytes,
+            max_buffered_bytes=max(limits.max_buffered_bytes, max_body_bytes),
+        )
+    if max_text_chars is not None:
+        limits = limits.replace(max_text_chars=max_text_chars)
     if api_key is not None and not api_key:
         raise ConfigurationError("api_key must not be empty (pass None for no key)")
     limit = RateLimit.parse(rate_limit) if isinstance(rate_limit, str) else rate_limit
@@ -147,8 +203,12 @@ def create_app(
         api_key=ApiKey(api_key) if api_key is not None else None,
         limiter=TokenBucketLimiter(limit) if limit is not None else None,
         latency_s=latency_ms / 1000.0,
-        max_body_bytes=max_body_bytes,
-        limits=RequestLimits(max_texts=MAX_BATCH_SIZE, max_text_chars=max_text_chars),
+        limits=limits,
+        request_limits=RequestLimits(
+            max_texts=MAX_BATCH_SIZE, max_text_chars=limits.max_text_chars
+        ),
+        budget=_BodyBudget(limits.max_buffered_bytes),
+        parse_slots=[],
     )
 
     @asynccontextmanager
@@ -162,6 +222,8 @@ def create_app(
         description="Chroma's POST /embed_sparse for offline development and tests.",
         lifespan=lifespan,
     )
+    app.state.limits = limits
+    app.state.requires_key = api_key is not None
     _install_error_handlers(app)
 
     @app.post(
@@ -202,8 +264,7 @@ async def _embed_sparse(server: _Server, request: Request) -> Response:
     model = request.headers.get(MODEL_HEADER)
     backend = server.router.resolve(model)
     assert model is not None  # resolve() refuses a missing header
-    raw = await _read_body(request, server.max_body_bytes)
-    body = parse_embed_request(raw, server.limits)
+    body = await _read_and_parse(server, request)
     fetch_labels = bool(body.fetch_labels)
     if body.texts:
         output = await run_in_threadpool(
@@ -225,20 +286,64 @@ async def _embed_sparse(server: _Server, request: Request) -> Response:
     )
 
 
-async def _read_body(request: Request, max_bytes: int) -> bytes:
-    """Read the body, refusing with 413 as soon as it is known to be too large."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise HTTPProblem(413, f"request body too large: {declared} bytes, at most {max_bytes}")
-    # Content-Length can be absent (chunked) or wrong, so the count is kept while reading.
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise HTTPProblem(413, f"request body too large: over {max_bytes} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+async def _read_and_parse(server: _Server, request: Request) -> EmbedRequestBody:
+    """Read the body within the limits, then parse it in a worker thread.
+
+    The bytes stay reserved in the shared budget until parsing is done, as that is how
+    long the body (and what is built from it) is held.
+    """
+    limits = server.limits
+    declared_text = request.headers.get("content-length")
+    declared = int(declared_text) if declared_text and declared_text.isdigit() else None
+    if declared is not None and declared > limits.max_body_bytes:
+        raise HTTPProblem(
+            413, f"request body too large: {declared} bytes, at most {limits.max_body_bytes}"
+        )
+    held = 0
+    try:
+        # A declared length is reserved before reading, so a body that cannot fit is
+        # refused without reading any of it; a chunked one reserves as it arrives.
+        if declared is not None:
+            _reserve(server.budget, declared)
+            held = declared
+        with anyio.fail_after(limits.body_timeout_s):
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limits.max_body_bytes:
+                    raise HTTPProblem(
+                        413, f"request body too large: over {limits.max_body_bytes} bytes"
+                    )
+                if size > held:
+                    _reserve(server.budget, size - held)
+                    held = size
+                chunks.append(chunk)
+        raw = b"".join(chunks)
+        del chunks
+        if len(raw) <= _INLINE_PARSE_BYTES:
+            return parse_embed_request(raw, server.request_limits)
+        if not server.parse_slots:
+            server.parse_slots.append(anyio.CapacityLimiter(limits.max_parallel_parses))
+        return await anyio.to_thread.run_sync(
+            parse_embed_request, raw, server.request_limits, limiter=server.parse_slots[0]
+        )
+    except TimeoutError:
+        raise HTTPProblem(
+            408, f"request body not received within {limits.body_timeout_s:g} s"
+        ) from None
+    finally:
+        server.budget.give_back(held)
+
+
+def _reserve(budget: _BodyBudget, size: int) -> None:
+    """Take `size` bytes of the body budget, or refuse the request with 503."""
+    if not budget.take(size):
+        raise HTTPProblem(
+            503,
+            "too many request bodies in flight; retry shortly",
+            headers=retry_after_headers(_BUSY_RETRY_AFTER_S),
+        )
 
 
 def _health(server: _Server) -> dict[str, Any]:
@@ -253,6 +358,7 @@ def _health(server: _Server) -> dict[str, Any]:
         "auth": server.api_key is not None,
         "rate_limit": str(server.limiter.limit) if server.limiter is not None else None,
         "latency_ms": server.latency_s * 1000.0,
+        "limits": server.limits.as_dict(),
     }
 
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from .._constants import MAX_BATCH_SIZE
 from ._backends import SparseItem
 from ._problems import HTTPProblem
-from ._settings import DEFAULT_MAX_TEXT_CHARS
+from ._settings import DEFAULT_MAX_TEXT_CHARS, MAX_OTHER_JSON_STRINGS
 
 __all__ = [
     "EmbedRequestBody",
@@ -25,6 +25,7 @@ __all__ = [
     "RequestLimits",
     "SparseEmbedResponse",
     "SparseEmbeddingItem",
+    "count_json_values",
     "parse_embed_request",
     "render_embed_response",
 ]
@@ -130,6 +131,13 @@ def parse_embed_request(raw: bytes, limits: RequestLimits) -> EmbedRequestBody:
         HTTPProblem: 400 for invalid JSON, wrong types, or neither `instructions` nor
             both `task` and `target`; 413 for too many texts or a text too long.
     """
+    most = limits.max_texts + MAX_OTHER_JSON_STRINGS
+    if count_json_values(raw, most) > most:
+        # Refused before parsing: a body of millions of tiny values would otherwise be
+        # built in full (hundreds of MiB) only to be refused for its length.
+        raise HTTPProblem(
+            413, f"too many values in the request body: at most {limits.max_texts} texts"
+        )
     try:
         body = EmbedRequestBody.model_validate_json(raw)
     except ValidationError as exc:
@@ -151,6 +159,34 @@ def parse_embed_request(raw: bytes, limits: RequestLimits) -> EmbedRequestBody:
                 f"text {pos} is too long: {len(text)} characters, at most {limits.max_text_chars}",
             )
     return body
+
+
+def count_json_values(raw: bytes, most: int) -> int:
+    """A lower bound on the number of values in a JSON body, found without parsing it.
+
+    Escapes are removed first (``\\\\`` pairs, then ``\\"``: read left to right, as a
+    parser does), so every quote left opens or closes a string. If the strings alone
+    are more than `most`, that is the answer; otherwise the text outside the strings
+    (a few thousand pieces at most) is searched for the commas and brackets that
+    separate or open values. Byte operations only: ~20 ms for 16 MB whatever the
+    content, and no Python object per value.
+
+    Args:
+        raw: The body, JSON or not.
+        most: The count above which the caller refuses; the structure is only counted
+            when the strings stay within it.
+
+    Returns:
+        A number never above the count of values (keys included) in `raw` if it is
+        valid JSON; invalid JSON is refused later by the parser anyway.
+    """
+    unescaped = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
+    strings = unescaped.count(b'"') // 2
+    if strings > most:
+        return strings
+    outside = unescaped.split(b'"')[0::2]
+    separators = sum(p.count(b",") + p.count(b"[") + p.count(b"{") for p in outside)
+    return max(strings, separators)
 
 
 def _describe(exc: ValidationError) -> str:

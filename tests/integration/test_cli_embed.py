@@ -101,3 +101,12 @@ def test_the_console_script_runs_end_to_end_in_a_fresh_process() -> None:
     payload = json.loads(proc.stdout)
     assert "json" in payload["labels"]
     assert len(payload["indices"]) == len(payload["values"]) == len(payload["labels"])
+
+
+def test_a_text_with_no_weighted_token_says_no_matches(runner: CliRunner) -> None:
+    """Only stopwords: BM25 gives an empty vector, and `embed` says so instead of an
+    empty table."""
+    result = runner.invoke(app, ["embed", "the and of"])
+    assert result.exit_code == 0, result.output
+    assert "no matches" in result.stdout
+    assert "┃ label" not in result.stdout

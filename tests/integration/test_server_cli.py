@@ -90,6 +90,19 @@ def keyed_server() -> Iterator[tuple[ServeProcess, str]]:
         served.stop()
 
 
+def test_serve_accepts_a_request_the_moment_it_prints_its_url() -> None:
+    """The `serving` line is printed only once the socket accepts connections: the
+    first request, made at once and never retried, is served (three fresh processes)."""
+    for _ in range(3):
+        served = _start("--port", "0", "--log-level", "warning")
+        try:
+            url = served.wait_for(_SERVING).group(1)
+            with httpx.Client(transport=httpx.HTTPTransport(retries=0)) as client:
+                assert client.get(f"{url}/healthz").status_code == 200
+        finally:
+            served.stop()
+
+
 def test_serve_process_authenticates_with_the_env_key(
     keyed_server: tuple[ServeProcess, str],
 ) -> None:

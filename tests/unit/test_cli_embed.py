@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+from pathlib import Path
 
 import httpx
 import pytest
@@ -202,3 +203,87 @@ def test_models_json_matches_the_catalog(runner: CliRunner) -> None:
     assert {row["name"]: row["sparse"] for row in rows} == {
         name: info.sparse for name, info in MODELS.items()
     }
+
+
+@pytest.mark.parametrize("text", ["", "   \n"])
+def test_embed_of_an_empty_text_is_an_error_like_search(
+    runner: CliRunner, service: FakeService, text: str
+) -> None:
+    """`embed ""` fails with one line, as `search ""` does, and sends nothing."""
+    result = runner.invoke(app, ["embed", "--base-url", URL, text])
+    assert result.exit_code == 1
+    assert "text must be a non-empty string" in one_error_line(result.output)
+    assert service.requests == []
+
+
+def test_search_of_an_empty_query_fails_before_opening_anything(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    """`search ""` fails at once, even where no collection exists."""
+    result = runner.invoke(app, ["search", "", "--path", str(tmp_path / "none")])
+    assert result.exit_code == 1
+    assert "query must be a non-empty string" in one_error_line(result.output)
+
+
+def test_an_unknown_model_lists_the_models_once(runner: CliRunner, service: FakeService) -> None:
+    """`embed --model foo/bar`: one line naming each sparse model exactly once."""
+    result = runner.invoke(app, ["embed", "--base-url", URL, "--model", "foo/bar", "hi"])
+    assert result.exit_code == 1
+    line = one_error_line(result.output)
+    assert "unknown model 'foo/bar'" in line
+    for name, info in MODELS.items():
+        assert line.count(name) == (1 if info.sparse else 0)
+    assert service.requests == []
+
+
+def test_search_path_that_is_a_file_is_refused_without_suggesting_demo(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    """`search --path FILE` says the path is a file; it never suggests `demo --path
+    FILE`, which would fail the same way."""
+    file = tmp_path / "notes.txt"
+    file.write_text("not a database")
+    result = runner.invoke(app, ["search", "anything", "--path", str(file)])
+    assert result.exit_code == 1
+    line = one_error_line(result.output)
+    assert "is a file" in line
+    assert "demo --path" not in line
+
+
+@pytest.mark.parametrize("extra", ["true", "false", "1"])
+def test_version_refuses_a_value(runner: CliRunner, extra: str) -> None:
+    """`--version true` is an error (exit 2), not the version."""
+    result = runner.invoke(app, ["--version", extra])
+    assert result.exit_code == 2
+    assert "chroma-sparse-ef 0" not in result.output
+
+
+@pytest.mark.parametrize("command", ["serve", "embed", "search", "demo", "models"])
+def test_help_shows_no_bool_metavar_and_whole_env_var_names(
+    runner: CliRunner, command: str
+) -> None:
+    """At 80 columns, plain flags carry no `<bool>` and env var names are never cut."""
+    result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "80"})
+    assert result.exit_code == 0
+    assert "<bool>" not in result.output
+    assert "…" not in result.output
+    if command == "serve":
+        assert "CHROMA_SPARSE_EF_SERVER_API_KEY" in result.output
+
+
+def test_cloud_connection_failures_say_what_to_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the three Cloud variables set, chromadb's bare "Could not connect" gains
+    what chose Cloud and what to do; the key's value is never printed."""
+    from chroma_sparse_ef.cli import explain
+
+    bare = ValueError("Could not connect to a Chroma server. Are you sure it is running?")
+    monkeypatch.delenv("CHROMA_TENANT", raising=False)
+    assert explain(bare) == str(bare)
+    monkeypatch.setenv("CHROMA_API_KEY", "ck-fake-cloud-key-77")
+    monkeypatch.setenv("CHROMA_TENANT", "tenant-x")
+    monkeypatch.setenv("CHROMA_DATABASE", "db-y")
+    line = explain(bare)
+    assert line.startswith("Chroma Cloud did not answer (Could not connect")
+    assert "CHROMA_API_KEY, CHROMA_TENANT, CHROMA_DATABASE are set" in line
+    assert "--local" in line
+    assert "ck-fake-cloud-key-77" not in line
