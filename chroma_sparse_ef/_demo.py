@@ -4,8 +4,7 @@ What runs is decided from the environment and said in the output:
 
 - sparse vectors: the hosted service when ``CHROMA_API_KEY`` is set (SPLADE), else the
   local server started in-process (BM25 vectors, announced as such; the collection is
-  then opened with ``bm25=True`` when `HybridCollection` offers it, so BM25 is ranked
-  with Chroma Cloud's IDF);
+  then opened with ``bm25=True``, so BM25 is ranked with Chroma Cloud's IDF);
 - Chroma: a Chroma Cloud collection when ``CHROMA_API_KEY``, ``CHROMA_TENANT`` and
   ``CHROMA_DATABASE`` are all set, else a PersistentClient under a printed path;
 - dense vectors: Chroma's default model when it is cached or can be fetched, else the
@@ -15,7 +14,6 @@ What runs is decided from the environment and said in the output:
 from __future__ import annotations
 
 import contextlib
-import inspect
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -119,9 +117,9 @@ def open_setup(
             sparse_source = "Chroma's hosted embedding service (SPLADE): CHROMA_API_KEY is set"
             sparse_kind = "SPLADE"
         else:
-            from .testing import run_local_server
+            from .server import create_app, run_in_thread
 
-            server = stack.enter_context(run_local_server())
+            server = stack.enter_context(run_in_thread(create_app()))
             # The env var, not base_url: a URL from the environment is not persisted in
             # the collection, so `search` can reopen it later on another port.
             stack.enter_context(_env(BASE_URL_ENV_VAR, server.url))
@@ -156,7 +154,9 @@ def open_setup(
         dense = stored or default_dense_function()
         options: dict[str, Any] = {}
         if create:
-            if serves_bm25 and _accepts_bm25(HybridCollection.get_or_create):
+            if serves_bm25:
+                # The server's vectors are saturated term frequencies; Cloud ranks such
+                # vectors with query-time IDF, and so does the local index with bm25=True.
                 options["bm25"] = True
             collection = HybridCollection.get_or_create(
                 client,
@@ -175,15 +175,13 @@ def open_setup(
                     f"no collection {name!r} in {chroma_source}: run `chroma-sparse-ef demo` "
                     "first, or pass --collection"
                 ) from exc
-        bm25 = _bm25_of(collection)
-        if bm25 is None and "bm25" in options:
-            bm25 = bool(options["bm25"])
+        bm25 = collection.bm25
         if sparse_kind == "BM25":
-            sparse_source += {
-                True: "; ranked with Chroma Cloud's BM25 IDF (bm25=True)",
-                False: "; ranked by term weights alone, without IDF (bm25=False)",
-                None: "; ranked by term weights alone (no IDF in this version)",
-            }[bm25]
+            sparse_source += (
+                "; ranked with Chroma Cloud's BM25 IDF (bm25=True)"
+                if bm25
+                else "; ranked by term weights alone, without IDF (bm25=False)"
+            )
         yield Setup(collection, dense, sparse_source, chroma_source, sparse_kind, bm25)
 
 
@@ -232,20 +230,6 @@ def _server_serves_bm25(url: str, model: str) -> bool:
         return explicit
     routes = health.get("models") if isinstance(health, dict) else None
     return isinstance(routes, dict) and routes.get(model) == "bm25"
-
-
-def _accepts_bm25(method: Any) -> bool:
-    # The `bm25` option (issue 11) arrives in HybridCollection separately; until then the
-    # demo opens collections as before and says that BM25 runs without IDF.
-    try:
-        return "bm25" in inspect.signature(method).parameters
-    except (TypeError, ValueError):
-        return False
-
-
-def _bm25_of(collection: HybridCollection) -> bool | None:
-    value = getattr(collection, "bm25", None)
-    return value if isinstance(value, bool) else None
 
 
 @contextlib.contextmanager
@@ -348,6 +332,9 @@ def search(
     with open_setup(path=path, name=name, local=local, create=False) as setup:
         _describe(console, setup)
         results = setup.collection.search(query, limit=top, mode=mode)
+        if not results:
+            console.print(f"no matches for {query!r} ({mode})")
+            return
         console.print(_table(f"{mode}: {query}", results, mode))
 
 
@@ -366,9 +353,10 @@ def _show(console: Console, query: str, results: dict[Mode, SearchResults]) -> N
 
     table = Table(title=f"[bold]{query}", title_justify="left", expand=True, show_lines=True)
     table.add_column("#", justify="right", style="dim", no_wrap=True)
-    table.add_column("dense")
-    table.add_column("sparse [green](matching tokens)[/green]")
-    table.add_column("hybrid [dim](rank in dense · sparse)[/dim]")
+    # Ids wrap rather than being cut: two long ids sharing a prefix must stay distinguishable.
+    table.add_column("dense", overflow="fold")
+    table.add_column("sparse [green](matching tokens)[/green]", overflow="fold")
+    table.add_column("hybrid [dim](rank in dense · sparse)[/dim]", overflow="fold")
     rows = max((len(r) for r in results.values()), default=0)
     for i in range(rows):
         cells = [_cell(results[mode], i, mode) for mode in ("dense", "sparse", "hybrid")]
@@ -381,7 +369,7 @@ def _table(title: str, results: SearchResults, mode: Mode) -> Any:
 
     table = Table(title=title, expand=True, title_justify="left", show_lines=True)
     table.add_column("#", justify="right", style="dim", no_wrap=True)
-    table.add_column("id, why")
+    table.add_column("id, why", overflow="fold", ratio=1)
     table.add_column("document", overflow="ellipsis", no_wrap=True, ratio=2)
     for i, hit in enumerate(results):
         first_line = (hit.document or "").strip().splitlines()[0] if hit.document else ""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import socket
 from pathlib import Path
 
@@ -17,9 +16,6 @@ from chroma_sparse_ef import ChromaSparseEmbeddingFunction, HybridCollection
 from chroma_sparse_ef._demo import _server_serves_bm25
 from chroma_sparse_ef.cli import app
 from chroma_sparse_ef.testing import run_local_server
-
-#: Whether this checkout's HybridCollection has the `bm25` option (issue 11, item 1).
-HAS_BM25_OPTION = "bm25" in inspect.signature(HybridCollection.get_or_create).parameters
 
 
 @pytest.fixture
@@ -100,16 +96,26 @@ def test_demo_path_that_is_a_file_is_one_clear_line(runner: CliRunner, tmp_path:
 
 
 def test_demo_says_how_the_bm25_leg_is_ranked(runner: CliRunner, tmp_path: Path) -> None:
-    """The local server serves BM25: the demo opens the collection with bm25=True where
-    HybridCollection offers it, and otherwise says that BM25 runs without IDF."""
+    """The local server serves BM25: the demo opens the collection with bm25=True, says so,
+    and `search` reopens it with the stored flag."""
     result = runner.invoke(
         app, ["demo", "--path", str(tmp_path / "db"), "--limit", "20", "--top", "1"]
     )
     assert result.exit_code == 0, result.output
-    if HAS_BM25_OPTION:
-        assert "ranked with Chroma Cloud's BM25 IDF (bm25=True)" in result.output
-    else:
-        assert "ranked by term weights alone (no IDF in this version)" in result.output
+    assert "ranked with Chroma Cloud's BM25 IDF (bm25=True)" in result.output
+    again = runner.invoke(app, ["search", "argparse", "--path", str(tmp_path / "db")])
+    assert again.exit_code == 0, again.output
+    assert "ranked with Chroma Cloud's BM25 IDF (bm25=True)" in again.output
+
+
+def test_search_with_no_match_says_so(runner: CliRunner, tmp_path: Path) -> None:
+    """A query whose sparse leg finds nothing prints 'no matches', not an empty table."""
+    db = str(tmp_path / "db")
+    assert runner.invoke(app, ["demo", "--path", db, "--limit", "20", "--top", "1"]).exit_code == 0
+    # Only stopwords: chromadb's BM25 tokenizer drops them, so the query vector is empty.
+    result = runner.invoke(app, ["search", "the of and", "--path", db, "--mode", "sparse"])
+    assert result.exit_code == 0, result.output
+    assert "no matches for 'the of and' (sparse)" in result.output
 
 
 def test_the_local_server_is_recognised_as_serving_bm25() -> None:
