@@ -40,15 +40,7 @@ BLOCK_TIMEOUT = 120
 #: Blocks known not to run as written, by id, with the reason. Each is a strict xfail:
 #: once the README is fixed the test passes, xfail(strict) reports it, and the entry
 #: must be removed here. Keep this empty.
-KNOWN_BROKEN: dict[str, str] = {
-    "quickstart-chroma-cloud-1": "Cloud-only (CloudClient) but not marked skip cloud-only",
-    "quickstart-chroma-cloud-2": (
-        "uses `sparse` from the Cloud-only block above and an undefined `texts`"
-    ),
-    "the-local-server-and-the-test-kit-2": (
-        "NameError: ChromaSparseEmbeddingFunction is not imported"
-    ),
-}
+KNOWN_BROKEN: dict[str, str] = {}
 
 _MARKER = re.compile(r"^<!--\s*readme-test:\s*(?P<body>.*?)\s*-->$")
 
