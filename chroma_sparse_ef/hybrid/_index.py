@@ -376,6 +376,27 @@ class SparseIndex:
 
     # ------------------------------------------------------------------ reads
 
+    def idf(self, query_indices: npt.ArrayLike, records: int) -> npt.NDArray[np.float32]:
+        """Chroma Cloud's BM25 IDF of each query term, as `search(idf_records=records)` uses.
+
+        Args:
+            query_indices: Distinct term ids, in any order.
+            records: ``n``, the records in the collection.
+
+        Returns:
+            One float32 IDF per term, in the order given (`bm25_idf` of ``records`` and the
+            live records here holding the term).
+        """
+        terms = np.asarray(query_indices, dtype=np.int64)
+        if terms.ndim != 1:
+            raise ValueError(f"query indices must be 1-D, got shape {terms.shape}")
+        if terms.shape[0] == 0:
+            return np.empty(0, np.float32)
+        order = np.argsort(terms, kind="stable")
+        counts = np.empty(terms.shape[0], dtype=np.int64)
+        counts[order] = self._snap.term_counts(terms[order].astype(np.uint32))
+        return bm25_idf(operator.index(records), counts)
+
     def search(
         self,
         query_indices: npt.ArrayLike,

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from chromadb.api.types import SparseVector
 
 from .._exceptions import HybridSyncError
@@ -113,6 +114,7 @@ class LocalSearch:
         kinds = [leg.kind for leg in plan.legs]
         hits = []
         sparse_key = self._cache.sparse_key
+        query_weights = self._explained_weights(query_vector)
         for hit in fused[plan.offset : end]:
             doc, meta, embedding = records[hit.id]
             ranks: dict[str, int | None] = dict(zip(kinds, hit.ranks, strict=True))
@@ -121,12 +123,27 @@ class LocalSearch:
                 stored = decode_sparse_vector(meta[sparse_key])
                 matches = matching_terms(
                     np.asarray(query_vector.indices),
-                    np.asarray(query_vector.values),
+                    query_weights,
                     query_vector.labels,
                     *stored,
                 )
             hits.append(self._hit(plan, hit.id, hit.score, doc, meta, embedding, ranks, matches))
         return SearchResults(hits=tuple(hits), backend="local")
+
+    def _explained_weights(self, query: SparseVector | None) -> npt.NDArray[np.float64]:
+        """The query weights the sparse leg scored with: IDF-scaled under bm25, as Cloud.
+
+        So each `TermMatch` shows the weight that counted and contributions add up to the
+        dot product the hit was ranked by.
+        """
+        if query is None:
+            return np.empty(0, np.float64)
+        values = np.asarray(query.values, dtype=np.float64)
+        index = self._cache.index
+        if not self._bm25 or index is None or not query.indices:
+            return values
+        idf = index.idf(np.asarray(query.indices, dtype=np.int64), len(self._cache.known))
+        return (values.astype(np.float32) * idf).astype(np.float64)
 
     def _hit(
         self,

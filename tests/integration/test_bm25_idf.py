@@ -212,3 +212,23 @@ def test_a_new_process_reopens_with_the_stored_flag_and_the_same_ranking(
         [(rid, dot) for rid, dot in there["hits"]],
         expected_ranking(docs, "sparse rank fusion", idf=True),
     )
+
+
+def test_matched_tokens_explain_the_idf_scaled_score(client: Any) -> None:
+    """With include_tokens, each hit names its matched words, and their contributions
+    (IDF-scaled query weight x document weight) add up to the dot product it ranked by."""
+    collection = HybridCollection.get_or_create(
+        client,
+        "explained",
+        sparse_embedding_function=ChromaBm25EmbeddingFunction(include_tokens=True),
+        embedding_function=HashEmbedding(),
+    )
+    collection.add(ids=list(CORPUS), documents=list(CORPUS.values()))
+    want = dict(expected_ranking(CORPUS, "sparse rank fusion", idf=True))
+    hits = collection.search("sparse rank fusion", mode="sparse", limit=50)
+    assert hits.ids
+    for hit in hits:
+        assert hit.matched_labels, hit.id
+        assert set(hit.matched_labels) <= {"spars", "rank", "fusion"}
+        total = sum(m.contribution for m in hit.matches)
+        assert total == pytest.approx(want[hit.id], rel=1e-6)
