@@ -43,7 +43,7 @@ from ._exceptions import (
 from ._protocol import build_body, error_for_status, parse_response, scrub
 from ._retry import backoff_delay, is_retryable_status, retry_after_from_headers
 from ._throttle import Throttle
-from ._transport import Failure, Reply
+from ._transport import ACCEPT_ENCODING, Failure, Reply, SecretHeaders
 from ._usage import UsageMeter
 
 __all__ = ["Core", "Done", "Request", "Retry", "Side", "Split", "check_input"]
@@ -126,11 +126,14 @@ class Core:
     def _request_for(self, side: Side) -> Request:
         s = self.settings
         model = s.model if side == "documents" else s.resolved_query_model
-        headers = {
-            MODEL_HEADER: model,
-            TOKEN_HEADER: self._api_key or LOCAL_PLACEHOLDER_TOKEN,
-            "content-type": "application/json",
-        }
+        headers = SecretHeaders(
+            {
+                MODEL_HEADER: model,
+                TOKEN_HEADER: self._api_key or LOCAL_PLACEHOLDER_TOKEN,
+                "content-type": "application/json",
+                "accept-encoding": ACCEPT_ENCODING,
+            }
+        )
         instructions = s.instructions
         if side == "query" and s.query_instructions is not None:
             instructions = s.query_instructions
@@ -260,6 +263,11 @@ class Core:
         # The exception's text (no headers in it) goes in the message; the exception
         # itself is not chained: its frames hold the request headers, hence the key.
         detail = scrub(failure.what, self._api_key)
+        if failure.fatal:
+            raise APIConnectionError(
+                f"could not send the request to {where} (model {request.model!r}): {detail}",
+                model=request.model,
+            )
         if retries >= self.settings.max_retries:
             error = APITimeoutError if failure.timeout else APIConnectionError
             raise error(

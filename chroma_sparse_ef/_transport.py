@@ -15,12 +15,18 @@ has a deadline, from connect to the last byte read:
   read timeout.
 
 The body is read in chunks and reading stops past a cap (`Core.body_limit`), so a hostile
-or broken server cannot make the client hold or parse more than the cap.
+or broken server cannot make the client hold or parse more than the cap. The cap counts
+decoded bytes and holds for compressed bodies too: raw chunks are decompressed here with
+`max_length`, never by httpx, whose decoder turns one 64 KiB chunk of a gzip bomb into
+about 64 MiB before any check could run. Only gzip and deflate are asked for and accepted.
 
 Nothing here raises with the API key in reach: httpx's exceptions (whose frames hold the
 request headers) are turned into a `Failure` of plain strings inside the `except` block,
 and the caller raises its own error later, outside any handler, so no traceback, cause or
-context chain leads back to those frames.
+context chain leads back to those frames. An interruption (Ctrl-C, a task's cancellation)
+that arrives inside httpx is raised again as a fresh exception of the same type, outside
+the handler, for the same reason; and the headers travel as `SecretHeaders`, whose repr
+hides the token, so this module's own frames show none either.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import asyncio
 import contextlib
 import contextvars
 import time
+import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -36,9 +43,13 @@ from typing import Any
 import httpcore
 import httpx
 
+from ._constants import TOKEN_HEADER
+
 __all__ = [
+    "ACCEPT_ENCODING",
     "Failure",
     "Reply",
+    "SecretHeaders",
     "async_client",
     "attempt",
     "attempt_async",
@@ -46,6 +57,10 @@ __all__ = [
     "describe",
     "sync_client",
 ]
+
+#: The encodings the bounded decoder reads (sent as `accept-encoding`, so httpx does not
+#: advertise br or zstd when those packages happen to be installed).
+ACCEPT_ENCODING = "gzip, deflate"
 
 _DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
     "chroma_sparse_ef_deadline", default=None
@@ -73,17 +88,96 @@ class Failure:
     Attributes:
         timeout: The attempt ran out of time (connect, a read, or its deadline).
         what: The exception's type and message, e.g. ``"ConnectError: [Errno 111] ..."``.
+        fatal: The request could not be built or sent for a reason no retry changes
+            (not an httpx error: e.g. a header httpx cannot encode).
     """
 
     timeout: bool
     what: str
+    fatal: bool = False
+
+
+class SecretHeaders(dict[str, str]):
+    """Request headers whose repr hides the token, so locals-showing tracebacks print none."""
+
+    def __repr__(self) -> str:
+        shown = {k: ("<redacted>" if k.lower() == TOKEN_HEADER else v) for k, v in self.items()}
+        return f"SecretHeaders({shown!r})"
 
 
 def describe(exc: BaseException) -> Failure:
     """A `Failure` from an httpx (or deadline) exception: strings only, no frames."""
     timeout = isinstance(exc, (httpx.TimeoutException, asyncio.TimeoutError, TimeoutError))
     text = str(exc)
-    return Failure(timeout, f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
+    # A corrupt compressed body may be a network fault; anything else that is not an
+    # httpx error is a request that no retry can send.
+    fatal = not isinstance(exc, (httpx.HTTPError, asyncio.TimeoutError, TimeoutError, zlib.error))
+    return Failure(timeout, f"{type(exc).__name__}: {text}" if text else type(exc).__name__, fatal)
+
+
+def _fresh(exc: BaseException) -> BaseException:
+    """The same interruption without frames, cause or context (see the module docstring)."""
+    if isinstance(exc, KeyboardInterrupt):
+        return KeyboardInterrupt()
+    if isinstance(exc, SystemExit):
+        return SystemExit(exc.code if isinstance(exc.code, (int, str)) else None)
+    if isinstance(exc, asyncio.CancelledError):
+        return asyncio.CancelledError()
+    try:
+        return type(exc)()
+    except Exception:  # an exotic BaseException that needs arguments: keep it as it is
+        return exc
+
+
+class _Decoder:
+    """Decodes a body's raw bytes (identity, gzip or deflate), never past `limit` bytes."""
+
+    def __init__(self, encoding: str, limit: int) -> None:
+        self.limit = limit
+        self.content = bytearray()
+        self.over_limit = False
+        encoding = encoding.strip().lower()
+        self._zlib: Any = None
+        self._deflate = encoding == "deflate"
+        if encoding in ("gzip", "x-gzip"):
+            self._zlib = zlib.decompressobj(zlib.MAX_WBITS | 16)
+        elif self._deflate:
+            # Servers send "deflate" both with and without the zlib wrapper (httpx, too,
+            # tries the wrapper first and falls back to raw deflate).
+            self._zlib = zlib.decompressobj()
+        elif encoding not in ("", "identity"):
+            raise ValueError(f"unsupported content-encoding {encoding!r}")
+        self._started = False
+
+    def feed(self, raw: bytes) -> bool:
+        """Add a raw chunk; False once the body went past the limit (stop reading)."""
+        if self._zlib is None:
+            return self._keep(raw)
+        data = raw
+        while data:
+            room = self.limit - len(self.content) + 1
+            try:
+                out = self._zlib.decompress(data, room)
+            except zlib.error:
+                if self._deflate and not self._started:
+                    self._deflate = False
+                    self._zlib = zlib.decompressobj(-zlib.MAX_WBITS)
+                    continue
+                raise
+            self._started = True
+            if not self._keep(out):
+                return False
+            data = self._zlib.unconsumed_tail
+        return True
+
+    def _keep(self, out: bytes) -> bool:
+        room = self.limit - len(self.content)
+        if len(out) > room:
+            self.content += out[:room]
+            self.over_limit = True
+            return False
+        self.content += out
+        return True
 
 
 @contextlib.contextmanager
@@ -195,28 +289,34 @@ def attempt(
     seconds: float,
     limit_for: Any,
 ) -> Reply | Failure:
-    """Send one POST and read its body, within `seconds` and up to `limit_for(status)` bytes."""
+    """Send one POST and read its body, within `seconds` and up to `limit_for(status)` bytes.
+
+    Raises:
+        KeyboardInterrupt, SystemExit: as a fresh exception (no httpx frames).
+    """
     at = time.monotonic() + seconds
-    failure: Failure
+    outcome: Failure | BaseException
     try:
         with (
             deadline(at),
             client.stream("POST", url, content=body, headers=headers, timeout=timeout) as response,
         ):
-            limit: int = limit_for(response.status_code)
-            content = bytearray()
-            for chunk in response.iter_bytes():
-                content += chunk
-                if len(content) > limit:
-                    return Reply(
-                        response.status_code, response.headers, bytes(content[:limit]), True
-                    )
+            decoder = _decoder(response, limit_for)
+            if isinstance(decoder, Failure):
+                return decoder
+            for chunk in _raw(response) or response.iter_raw():
+                if not decoder.feed(chunk):
+                    break
                 if time.monotonic() > at:
                     return Failure(True, "ReadTimeout: the attempt's deadline passed")
-            return Reply(response.status_code, response.headers, bytes(content), False)
-    except httpx.HTTPError as exc:
-        failure = describe(exc)
-    return failure
+            return _reply(response, decoder)
+    except Exception as exc:
+        outcome = describe(exc)
+    except BaseException as exc:
+        outcome = _fresh(exc)
+    if isinstance(outcome, Failure):
+        return outcome
+    raise outcome
 
 
 async def attempt_async(
@@ -229,25 +329,53 @@ async def attempt_async(
     seconds: float,
     limit_for: Any,
 ) -> Reply | Failure:
-    """`attempt` on the event loop: the whole attempt is cancelled at its deadline."""
+    """`attempt` on the event loop: the whole attempt is cancelled at its deadline.
 
-    async def once() -> Reply:
+    Raises:
+        asyncio.CancelledError, KeyboardInterrupt: as a fresh exception (no httpx frames).
+    """
+
+    async def once() -> Reply | Failure:
         async with client.stream(
             "POST", url, content=body, headers=headers, timeout=timeout
         ) as response:
-            limit: int = limit_for(response.status_code)
-            content = bytearray()
-            async for chunk in response.aiter_bytes():
-                content += chunk
-                if len(content) > limit:
-                    return Reply(
-                        response.status_code, response.headers, bytes(content[:limit]), True
-                    )
-            return Reply(response.status_code, response.headers, bytes(content), False)
+            decoder = _decoder(response, limit_for)
+            if isinstance(decoder, Failure):
+                return decoder
+            for chunk in _raw(response):
+                decoder.feed(chunk)
+            if not response.is_stream_consumed:
+                async for chunk in response.aiter_raw():
+                    if not decoder.feed(chunk):
+                        break
+            return _reply(response, decoder)
 
-    failure: Failure
+    outcome: Failure | BaseException
     try:
         return await asyncio.wait_for(once(), seconds)
-    except (httpx.HTTPError, asyncio.TimeoutError) as exc:
-        failure = describe(exc)
-    return failure
+    except Exception as exc:
+        outcome = describe(exc)
+    except BaseException as exc:
+        outcome = _fresh(exc)
+    if isinstance(outcome, Failure):
+        return outcome
+    raise outcome
+
+
+def _raw(response: httpx.Response) -> list[bytes]:
+    """The body already in memory, decoded, when a transport built the response from
+    bytes (httpx reads those at once: `MockTransport`, respx); else nothing."""
+    return [response.content] if response.is_stream_consumed else []
+
+
+def _decoder(response: httpx.Response, limit_for: Any) -> _Decoder | Failure:
+    limit: int = limit_for(response.status_code)
+    encoding = "" if response.is_stream_consumed else response.headers.get("content-encoding", "")
+    try:
+        return _Decoder(encoding, limit)
+    except ValueError as exc:
+        return Failure(False, f"DecodingError: {exc}", fatal=True)
+
+
+def _reply(response: httpx.Response, decoder: _Decoder) -> Reply:
+    return Reply(response.status_code, response.headers, bytes(decoder.content), decoder.over_limit)
