@@ -14,6 +14,10 @@ has a deadline, from connect to the last byte read:
   is then checked between chunks of the body, so an attempt overruns it by at most one
   read timeout.
 
+Redirects are never followed, even by a caller's client that follows them: httpx drops
+`Authorization` on a redirect to another host but not `x-chroma-token`, so the key would
+go wherever the server points.
+
 The body is read in chunks and reading stops past a cap (`Core.body_limit`), so a hostile
 or broken server cannot make the client hold or parse more than the cap. The cap counts
 decoded bytes and holds for compressed bodies too: raw chunks are decompressed here with
@@ -299,7 +303,14 @@ def attempt(
     try:
         with (
             deadline(at),
-            client.stream("POST", url, content=body, headers=headers, timeout=timeout) as response,
+            client.stream(
+                "POST",
+                url,
+                content=body,
+                headers=headers,
+                timeout=timeout,
+                follow_redirects=False,
+            ) as response,
         ):
             decoder = _decoder(response, limit_for)
             if isinstance(decoder, Failure):
@@ -337,7 +348,7 @@ async def attempt_async(
 
     async def once() -> Reply | Failure:
         async with client.stream(
-            "POST", url, content=body, headers=headers, timeout=timeout
+            "POST", url, content=body, headers=headers, timeout=timeout, follow_redirects=False
         ) as response:
             decoder = _decoder(response, limit_for)
             if isinstance(decoder, Failure):

@@ -30,7 +30,8 @@ class Hostile:
             ``"record"`` (answer like the service), ``"gzip_bomb"`` (a gzip body that
             inflates to `huge_bytes`), ``"gzip"`` / ``"deflate"`` / ``"raw_deflate"``
             (answer like the service, compressed so), or ``"bad_or_busy"`` (400 for a
-            request whose texts include "bad", else 503 with ``retry-after: 30``).
+            request whose texts include "bad", else 503 with ``retry-after: 30``), or
+            ``"redirect"`` (a 307 to `redirect_to`).
         tokens: The ``x-chroma-token`` of every request, in order.
         bytes_sent: Body bytes written (for "huge").
     """
@@ -41,6 +42,8 @@ class Hostile:
     tokens: list[str] = field(default_factory=list)
     bytes_sent: int = 0
     url: str = ""
+    #: For mode ``"redirect"``: where a 307 sends the client.
+    redirect_to: str = ""
 
 
 def _read_request(conn: socket.socket) -> tuple[dict[str, str], bytes]:
@@ -105,6 +108,12 @@ def _serve_one(conn: socket.socket, spec: Hostile) -> None:
                 for start in range(0, len(bomb), 65536):
                     conn.sendall(bomb[start : start + 65536])
                     spec.bytes_sent += len(bomb[start : start + 65536])
+            elif spec.mode == "redirect":
+                conn.sendall(
+                    b"HTTP/1.1 307 Temporary Redirect\r\n"
+                    + f"Location: {spec.redirect_to}\r\n".encode()
+                    + b"Content-Length: 0\r\nConnection: close\r\n\r\n"
+                )
             elif spec.mode == "bad_or_busy":
                 texts = json.loads(body)["texts"]
                 status, extra = (400, "") if "bad" in texts else (503, "Retry-After: 30\r\n")

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from chroma_sparse_ef import (
+    APIStatusError,
     ChromaSparseEmbeddingFunction,
     InvalidRequestError,
     InvalidResponseError,
@@ -153,3 +154,27 @@ class TestCompressedBodies:
                 tracemalloc.stop()
         # httpx's own decoder inflates a 64 KiB chunk to ~64 MiB before any check.
         assert peak < 16 * 1024 * 1024, peak
+
+
+class TestRedirects:
+    @pytest.mark.parametrize("mode", ["sync", "async"])
+    def test_a_redirect_is_not_followed_even_by_a_client_that_follows_them(self, mode: str) -> None:
+        """A 307 to another host (127.0.0.2), with the caller's clients set to follow
+        redirects: the call fails with the 307 and the other host never sees the key
+        (httpx drops only `Authorization` on such a redirect)."""
+        with (
+            hostile_server("record", host="127.0.0.2") as foreign,
+            hostile_server("redirect", redirect_to="") as server,
+        ):
+            server.redirect_to = foreign.url + "/embed_sparse"
+            ef = ChromaSparseEmbeddingFunction(
+                base_url=server.url,
+                api_key=SECRET,
+                http_client=httpx.Client(follow_redirects=True),
+                async_http_client=httpx.AsyncClient(follow_redirects=True),
+            )
+            with pytest.raises(APIStatusError) as info:
+                embed(ef, ["hello"], mode)
+            tokens = list(foreign.tokens)
+        assert info.value.status_code == 307
+        assert tokens == []
