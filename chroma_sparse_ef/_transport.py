@@ -10,6 +10,7 @@ has a deadline, from connect to the last byte read:
   would pass the deadline raises httpx's own `ReadTimeout`; headers trickled byte by
   byte are bounded too, since httpcore reads them through the same backend.
 - async: the attempt runs under `asyncio.wait_for`, which cancels it at the deadline.
+- proxies from the environment: their pools send through the same backend.
 - a client passed in by the caller (`http_client=`) keeps its own transport; the deadline
   is then checked between chunks of the body, so an attempt overruns it by at most one
   read timeout.
@@ -266,15 +267,18 @@ def sync_client(timeout: httpx.Timeout, max_connections: int) -> httpx.Client:
     """An `httpx.Client` whose socket operations honour the attempt's `deadline`.
 
     The client is built as usual (proxies from the environment keep working through
-    httpx's own mounts, where the deadline is checked between chunks only); then its
-    default transport's pool sends through the deadline backend.
+    httpx's own mounts); then its default transport's pool, and the pool of every proxy
+    it mounted, sends through the deadline backend.
     """
     client = httpx.Client(timeout=timeout, limits=httpx.Limits(max_connections=max_connections))
-    pool = getattr(getattr(client, "_transport", None), "_pool", None)
-    # httpx builds its httpcore pool with the default backend and offers no argument to
-    # change it; tests/unit/test_transport.py fails if these attributes ever move.
-    if isinstance(pool, httpcore.ConnectionPool):
-        pool._network_backend = _DeadlineBackend()
+    transports = [getattr(client, "_transport", None), *getattr(client, "_mounts", {}).values()]
+    for transport in transports:
+        pool = getattr(transport, "_pool", None)
+        # httpx builds its httpcore pools with the default backend and offers no argument
+        # to change it; tests/unit/test_transport.py fails if these attributes ever move.
+        # (httpcore's HTTPProxy is a ConnectionPool that opens its tunnels the same way.)
+        if isinstance(pool, httpcore.ConnectionPool):
+            pool._network_backend = _DeadlineBackend()
     return client
 
 

@@ -17,6 +17,7 @@ import pytest
 
 from chroma_sparse_ef import (
     APIStatusError,
+    APITimeoutError,
     ChromaSparseEmbeddingFunction,
     InvalidRequestError,
     InvalidResponseError,
@@ -178,3 +179,39 @@ class TestRedirects:
             tokens = list(foreign.tokens)
         assert info.value.status_code == 307
         assert tokens == []
+
+
+class TestDeadlineThroughAProxy:
+    def test_headers_trickled_through_an_env_proxy_end_at_the_deadline(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """HTTP_PROXY points at a loopback proxy that trickles its headers: the attempt
+        still ends at its 1 s deadline (per-read timeouts alone would never fire)."""
+        for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "http_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        with hostile_server("trickle_headers") as proxy:
+            monkeypatch.setenv("HTTP_PROXY", proxy.url)
+            ef = ChromaSparseEmbeddingFunction(
+                base_url="http://embed.behind-proxy.test",
+                api_key=SECRET,
+                timeout=1.0,
+                max_retries=0,
+            )
+            outcome: list[BaseException] = []
+
+            def run() -> None:
+                try:
+                    ef(["hello"])
+                except BaseException as exc:
+                    outcome.append(exc)
+
+            # In a daemon thread, so a regression fails here instead of hanging the suite.
+            worker = threading.Thread(target=run, daemon=True)
+            start = time.monotonic()
+            worker.start()
+            worker.join(10.0)
+            took = time.monotonic() - start
+            assert len(proxy.tokens) == 1  # it did go through the proxy
+        assert not worker.is_alive(), "the attempt outlived its deadline"
+        assert took < 2.0, took
+        assert isinstance(outcome[0], APITimeoutError), outcome

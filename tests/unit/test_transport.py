@@ -46,6 +46,20 @@ def test_a_proxy_in_the_environment_is_kept(monkeypatch: pytest.MonkeyPatch) -> 
     assert any(pattern.scheme == "https" for pattern in client._mounts)
 
 
+def test_a_proxy_in_the_environment_sends_through_the_deadline_backend(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With HTTP(S)_PROXY set, the proxy transports' pools use the deadline backend too."""
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:3128")
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:3128")
+    client = sync_client(httpx.Timeout(5.0), 4)
+    pools = [t._pool for t in client._mounts.values() if isinstance(t, httpx.HTTPTransport)]
+    assert pools
+    for pool in pools:
+        assert isinstance(pool, httpcore.ConnectionPool)
+        assert isinstance(pool._network_backend, _DeadlineBackend)
+
+
 def test_socket_timeouts_shrink_to_what_is_left_of_the_deadline() -> None:
     """Inside a deadline 2 s away, a 60 s read timeout becomes at most 2 s."""
     with deadline(time.monotonic() + 2.0):
