@@ -265,7 +265,8 @@ class Core:
         detail = scrub(failure.what, self._api_key)
         if failure.fatal:
             raise APIConnectionError(
-                f"could not send the request to {where} (model {request.model!r}): {detail}",
+                f"the request to {where} failed and cannot succeed on retry "
+                f"(model {request.model!r}): {detail}",
                 model=request.model,
             )
         if retries >= self.settings.max_retries:

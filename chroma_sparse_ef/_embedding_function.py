@@ -51,7 +51,14 @@ from ._exceptions import (
 )
 from ._models import DEFAULT_MODEL
 from ._progress import progress_bar
-from ._transport import Failure, async_client, attempt, attempt_async, sync_client
+from ._transport import (
+    Failure,
+    async_client,
+    attempt,
+    attempt_async,
+    bound_by_deadline,
+    sync_client,
+)
 from ._usage import Usage
 
 __all__ = ["ChromaSparseEmbeddingFunction"]
@@ -94,7 +101,8 @@ class ChromaSparseEmbeddingFunction(SparseEmbeddingFunction[Documents]):
             attempts (README, "Security").
         progress: Show a progress bar (tqdm) for calls of more than one batch.
         http_client: An `httpx.Client` to send with (tests, proxies). Not closed by
-            `close()`.
+            `close()`. Its connection pools are made to honour the attempt deadline
+            during this function's requests; its other requests are unaffected.
         async_http_client: An `httpx.AsyncClient` for the async methods. Not closed by
             `aclose()`.
 
@@ -186,6 +194,8 @@ class ChromaSparseEmbeddingFunction(SparseEmbeddingFunction[Documents]):
         self._core = Core(settings, plan.key, base_url=self._base_url, refusal=plan.refusal)
         self.progress = bool(progress)
         self._lock = threading.Lock()
+        if http_client is not None:
+            bound_by_deadline(http_client)
         self._client = http_client
         self._owns_client = http_client is None
         self._aclient = async_http_client

@@ -11,9 +11,10 @@ has a deadline, from connect to the last byte read:
   byte are bounded too, since httpcore reads them through the same backend.
 - async: the attempt runs under `asyncio.wait_for`, which cancels it at the deadline.
 - proxies from the environment: their pools send through the same backend.
-- a client passed in by the caller (`http_client=`) keeps its own transport; the deadline
-  is then checked between chunks of the body, so an attempt overruns it by at most one
-  read timeout.
+- a client passed in by the caller (`http_client=`): its pools' backends are wrapped the
+  same way (inert outside this package's attempts); with a transport of its own (not
+  httpx's `HTTPTransport`) the deadline is checked between chunks of the body, so an
+  attempt overruns it by at most one read timeout.
 
 Redirects are never followed, even by a caller's client that follows them: httpx drops
 `Authorization` on a redirect to another host but not `x-chroma-token`, so the key would
@@ -58,6 +59,7 @@ __all__ = [
     "async_client",
     "attempt",
     "attempt_async",
+    "bound_by_deadline",
     "deadline",
     "describe",
     "sync_client",
@@ -235,8 +237,10 @@ class _DeadlineStream(httpcore.NetworkStream):
 
 
 class _DeadlineBackend(httpcore.NetworkBackend):
-    def __init__(self) -> None:
-        self._inner = httpcore.SyncBackend()
+    """Wraps a pool's backend; inert outside an attempt (no deadline set in the context)."""
+
+    def __init__(self, inner: httpcore.NetworkBackend | None = None) -> None:
+        self._inner = inner if inner is not None else httpcore.SyncBackend()
 
     def connect_tcp(
         self,
@@ -267,19 +271,32 @@ def sync_client(timeout: httpx.Timeout, max_connections: int) -> httpx.Client:
     """An `httpx.Client` whose socket operations honour the attempt's `deadline`.
 
     The client is built as usual (proxies from the environment keep working through
-    httpx's own mounts); then its default transport's pool, and the pool of every proxy
-    it mounted, sends through the deadline backend.
+    httpx's own mounts); then `bound_by_deadline` wraps its pools' network backends.
     """
     client = httpx.Client(timeout=timeout, limits=httpx.Limits(max_connections=max_connections))
+    bound_by_deadline(client)
+    return client
+
+
+def bound_by_deadline(client: httpx.Client) -> None:
+    """Make the socket operations of `client`'s pools (default and proxy mounts) honour
+    the attempt's `deadline`.
+
+    The pools' own backends are wrapped, not replaced, and the wrapper changes nothing
+    outside an attempt of this package (no deadline in the context), so a caller's client
+    keeps behaving as before for its other requests. A transport that is not httpx's
+    `HTTPTransport` is left alone: there the deadline is checked between chunks.
+    """
     transports = [getattr(client, "_transport", None), *getattr(client, "_mounts", {}).values()]
     for transport in transports:
         pool = getattr(transport, "_pool", None)
         # httpx builds its httpcore pools with the default backend and offers no argument
         # to change it; tests/unit/test_transport.py fails if these attributes ever move.
         # (httpcore's HTTPProxy is a ConnectionPool that opens its tunnels the same way.)
-        if isinstance(pool, httpcore.ConnectionPool):
-            pool._network_backend = _DeadlineBackend()
-    return client
+        if isinstance(pool, httpcore.ConnectionPool) and not isinstance(
+            pool._network_backend, _DeadlineBackend
+        ):
+            pool._network_backend = _DeadlineBackend(pool._network_backend)
 
 
 def async_client(timeout: httpx.Timeout, max_connections: int) -> httpx.AsyncClient:

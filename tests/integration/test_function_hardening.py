@@ -215,3 +215,35 @@ class TestDeadlineThroughAProxy:
         assert not worker.is_alive(), "the attempt outlived its deadline"
         assert took < 2.0, took
         assert isinstance(outcome[0], APITimeoutError), outcome
+
+
+class TestDeadlineWithACallersClient:
+    def test_headers_trickled_to_a_callers_client_end_at_the_deadline(self) -> None:
+        """With `http_client=` a plain httpx.Client, a server trickling its headers is
+        still cut off at the 1 s deadline (per-read timeouts alone would never fire)."""
+        with hostile_server("trickle_headers") as server:
+            client = httpx.Client()
+            ef = ChromaSparseEmbeddingFunction(
+                base_url=server.url,
+                api_key=SECRET,
+                timeout=1.0,
+                max_retries=0,
+                http_client=client,
+            )
+            outcome: list[BaseException] = []
+
+            def run() -> None:
+                try:
+                    ef(["hello"])
+                except BaseException as exc:
+                    outcome.append(exc)
+
+            worker = threading.Thread(target=run, daemon=True)
+            start = time.monotonic()
+            worker.start()
+            worker.join(10.0)
+            took = time.monotonic() - start
+        assert not worker.is_alive(), "the attempt outlived its deadline"
+        assert took < 2.0, took
+        assert isinstance(outcome[0], APITimeoutError), outcome
+        client.close()

@@ -15,6 +15,7 @@ from chroma_sparse_ef._transport import (
     _DeadlineBackend,
     _Decoder,
     _left,
+    bound_by_deadline,
     deadline,
     describe,
     sync_client,
@@ -136,3 +137,20 @@ def test_errors_that_are_not_httpx_ones_are_fatal_failures() -> None:
     assert describe(UnicodeEncodeError("ascii", "é", 0, 1, "no")).fatal
     assert not describe(httpx.ConnectError("refused")).fatal
     assert not describe(zlib.error("bad stream")).fatal
+
+
+def test_a_callers_pool_keeps_its_own_backend_inside_the_deadline_wrapper() -> None:
+    """`bound_by_deadline` wraps the pool's backend once, keeping it as the inner one."""
+    client = httpx.Client()
+    pool = client._transport._pool  # type: ignore[attr-defined]
+    original = pool._network_backend
+    bound_by_deadline(client)
+    bound_by_deadline(client)
+    assert isinstance(pool._network_backend, _DeadlineBackend)
+    assert pool._network_backend._inner is original
+
+
+def test_outside_an_attempt_the_wrapper_keeps_every_timeout() -> None:
+    """With no deadline in the context, socket timeouts pass through unchanged."""
+    assert _left(30.0, httpcore.ReadTimeout) == 30.0
+    assert _left(None, httpcore.ReadTimeout) is None
