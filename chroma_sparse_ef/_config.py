@@ -163,12 +163,6 @@ class Settings:
         info = model_info(self.model)
         return info.query_model if info and info.query_model else self.model
 
-    @property
-    def resolved_base_url(self) -> str:
-        """`base_url`, else the `CHROMA_EMBED_URL` env var, else the hosted service."""
-        url = self.base_url or os.environ.get(BASE_URL_ENV_VAR) or DEFAULT_BASE_URL
-        return url.rstrip("/")
-
     def to_config(self) -> dict[str, Any]:
         """The persisted config: JSON-serialisable, secret-free, minimal."""
         config: dict[str, Any] = {}

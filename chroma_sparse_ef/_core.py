@@ -102,11 +102,12 @@ class Core:
         settings: Settings,
         api_key: str | None,
         *,
-        base_url: str | None = None,
+        base_url: str,
         refusal: str | None = None,
     ) -> None:
         self.settings = settings
-        self.url = (base_url or settings.resolved_base_url) + EMBED_SPARSE_PATH
+        # The URL fixed when the function was built (`CHROMA_EMBED_URL` read once there).
+        self.url = base_url + EMBED_SPARSE_PATH
         self._api_key = api_key
         self._refusal = refusal
         self.usage = UsageMeter()

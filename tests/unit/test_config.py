@@ -330,3 +330,13 @@ class TestHeaderSafeSettings:
         assert "batch_size" in text
         assert SECRET not in text
         assert "<not constructed>" in text
+
+
+def test_chroma_embed_url_is_read_once_at_construction(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Changing CHROMA_EMBED_URL later moves neither `base_url` nor where requests go."""
+    monkeypatch.setenv("CHROMA_EMBED_URL", "http://127.0.0.1:8123")
+    ef = ChromaSparseEmbeddingFunction()
+    monkeypatch.setenv("CHROMA_EMBED_URL", "http://127.0.0.1:9999")
+    assert ef.base_url == "http://127.0.0.1:8123"
+    assert ef._core.url == "http://127.0.0.1:8123/embed_sparse"
+    assert not hasattr(ef.settings, "resolved_base_url")  # no second, live reading
