@@ -38,7 +38,9 @@ from ._models import DEFAULT_MODEL, model_info
 __all__ = [
     "IMMUTABLE_KEYS",
     "KeyPlan",
+    "Secret",
     "Settings",
+    "check_header_value",
     "config_schema",
     "display_url",
     "is_loopback_url",
@@ -161,12 +163,6 @@ class Settings:
         info = model_info(self.model)
         return info.query_model if info and info.query_model else self.model
 
-    @property
-    def resolved_base_url(self) -> str:
-        """`base_url`, else the `CHROMA_EMBED_URL` env var, else the hosted service."""
-        url = self.base_url or os.environ.get(BASE_URL_ENV_VAR) or DEFAULT_BASE_URL
-        return url.rstrip("/")
-
     def to_config(self) -> dict[str, Any]:
         """The persisted config: JSON-serialisable, secret-free, minimal."""
         config: dict[str, Any] = {}
@@ -195,6 +191,7 @@ class Settings:
 
 def _check_model(name: str, value: object) -> None:
     _check_str(name, value, empty_ok=False)
+    check_header_value(name, str(value), show=True)
     info = model_info(str(value))
     if info is not None and not info.sparse:
         raise DenseOnlyModelError(
@@ -202,6 +199,27 @@ def _check_model(name: str, value: object) -> None:
             "Use one of the sparse models, such as 'prithivida/Splade_PP_en_v1' or 'BAAI/bge-m3'",
             model=str(value),
         )
+
+
+def check_header_value(name: str, value: str, *, show: bool) -> None:
+    """Refuse a value an HTTP header cannot carry, before any request.
+
+    Sent as a header (the model, the key), a value with a non-ASCII or control character
+    or surrounding blanks would only fail inside httpx, in frames that hold the key.
+
+    Args:
+        show: Quote the value in the message (never for a key).
+
+    Raises:
+        ConfigurationError: naming the setting, and the value only when `show`.
+    """
+    if value.isascii() and value.isprintable() and value == value.strip():
+        return
+    quoted = f" {value!r}" if show else ""
+    raise ConfigurationError(
+        f"{name}{quoted} cannot be sent as an HTTP header: only printable ASCII characters, "
+        "without leading or trailing blanks"
+    )
 
 
 def _check_str(name: str, value: object, *, empty_ok: bool) -> None:
@@ -386,6 +404,13 @@ def trust_base_url(url: str) -> None:
     """Remember that a caller of this process chose `url` (see `plan_api_key`)."""
     with _TRUSTED_LOCK:
         _TRUSTED_URLS.add(_url_key(url))
+
+
+@dataclass(frozen=True, slots=True)
+class Secret:
+    """A value kept out of reprs: frames that hold it print ``Secret()`` in tracebacks."""
+
+    value: Any = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,7 +43,7 @@ from ._exceptions import (
 from ._protocol import build_body, error_for_status, parse_response, scrub
 from ._retry import backoff_delay, is_retryable_status, retry_after_from_headers
 from ._throttle import Throttle
-from ._transport import Failure, Reply
+from ._transport import ACCEPT_ENCODING, Failure, Reply, SecretHeaders
 from ._usage import UsageMeter
 
 __all__ = ["Core", "Done", "Request", "Retry", "Side", "Split", "check_input"]
@@ -102,11 +102,12 @@ class Core:
         settings: Settings,
         api_key: str | None,
         *,
-        base_url: str | None = None,
+        base_url: str,
         refusal: str | None = None,
     ) -> None:
         self.settings = settings
-        self.url = (base_url or settings.resolved_base_url) + EMBED_SPARSE_PATH
+        # The URL fixed when the function was built (`CHROMA_EMBED_URL` read once there).
+        self.url = base_url + EMBED_SPARSE_PATH
         self._api_key = api_key
         self._refusal = refusal
         self.usage = UsageMeter()
@@ -126,11 +127,14 @@ class Core:
     def _request_for(self, side: Side) -> Request:
         s = self.settings
         model = s.model if side == "documents" else s.resolved_query_model
-        headers = {
-            MODEL_HEADER: model,
-            TOKEN_HEADER: self._api_key or LOCAL_PLACEHOLDER_TOKEN,
-            "content-type": "application/json",
-        }
+        headers = SecretHeaders(
+            {
+                MODEL_HEADER: model,
+                TOKEN_HEADER: self._api_key or LOCAL_PLACEHOLDER_TOKEN,
+                "content-type": "application/json",
+                "accept-encoding": ACCEPT_ENCODING,
+            }
+        )
         instructions = s.instructions
         if side == "query" and s.query_instructions is not None:
             instructions = s.query_instructions
@@ -260,6 +264,12 @@ class Core:
         # The exception's text (no headers in it) goes in the message; the exception
         # itself is not chained: its frames hold the request headers, hence the key.
         detail = scrub(failure.what, self._api_key)
+        if failure.fatal:
+            raise APIConnectionError(
+                f"the request to {where} failed and cannot succeed on retry "
+                f"(model {request.model!r}): {detail}",
+                model=request.model,
+            )
         if retries >= self.settings.max_retries:
             error = APITimeoutError if failure.timeout else APIConnectionError
             raise error(

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-import time
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
@@ -26,7 +25,9 @@ from chromadb.utils.embedding_functions import register_sparse_embedding_functio
 
 from ._config import (
     IMMUTABLE_KEYS,
+    Secret,
     Settings,
+    check_header_value,
     display_url,
     plan_api_key,
     split_timeout,
@@ -50,7 +51,14 @@ from ._exceptions import (
 )
 from ._models import DEFAULT_MODEL
 from ._progress import progress_bar
-from ._transport import Failure, async_client, attempt, attempt_async, sync_client
+from ._transport import (
+    Failure,
+    async_client,
+    attempt,
+    attempt_async,
+    bound_by_deadline,
+    sync_client,
+)
 from ._usage import Usage
 
 __all__ = ["ChromaSparseEmbeddingFunction"]
@@ -93,7 +101,8 @@ class ChromaSparseEmbeddingFunction(SparseEmbeddingFunction[Documents]):
             attempts (README, "Security").
         progress: Show a progress bar (tqdm) for calls of more than one batch.
         http_client: An `httpx.Client` to send with (tests, proxies). Not closed by
-            `close()`.
+            `close()`. Its connection pools are made to honour the attempt deadline
+            during this function's requests; its other requests are unaffected.
         async_http_client: An `httpx.AsyncClient` for the async methods. Not closed by
             `aclose()`.
 
@@ -124,8 +133,12 @@ class ChromaSparseEmbeddingFunction(SparseEmbeddingFunction[Documents]):
         http_client: httpx.Client | None = None,
         async_http_client: httpx.AsyncClient | None = None,
     ) -> None:
-        if api_key is not None and not isinstance(api_key, str):
-            raise ConfigurationError(f"api_key must be a string, got {type(api_key).__name__}")
+        # Held in a Secret from here on, so no frame of a failing constructor (a bad
+        # setting below) shows the key to a locals-showing traceback.
+        key = Secret(api_key)
+        del api_key
+        if key.value is not None and not isinstance(key.value, str):
+            raise ConfigurationError(f"api_key must be a string, got {type(key.value).__name__}")
         seconds, phases = split_timeout(timeout)
         settings = Settings(
             model=model,
@@ -143,7 +156,7 @@ class ChromaSparseEmbeddingFunction(SparseEmbeddingFunction[Documents]):
         )
         self._setup(
             settings,
-            api_key=api_key,
+            api_key=key,
             phases=phases,
             progress=progress,
             http_client=http_client,
@@ -157,7 +170,7 @@ class ChromaSparseEmbeddingFunction(SparseEmbeddingFunction[Documents]):
         self,
         settings: Settings,
         *,
-        api_key: str | None,
+        api_key: Secret,
         phases: httpx.Timeout,
         progress: bool,
         http_client: httpx.Client | None,
@@ -168,25 +181,30 @@ class ChromaSparseEmbeddingFunction(SparseEmbeddingFunction[Documents]):
         # Read once: requests, `base_url` and the key rule all use this value.
         self._base_url = (settings.base_url or env_url or DEFAULT_BASE_URL).rstrip("/")
         plan = plan_api_key(
-            api_key,
+            api_key.value,
             settings.api_key_env_var,
             self._base_url,
             from_config=from_config,
             env_base_url=env_url,
         )
+        if plan.key is not None:
+            check_header_value("api_key", plan.key, show=False)
         self._settings = settings
         self._timeout = phases
         self._core = Core(settings, plan.key, base_url=self._base_url, refusal=plan.refusal)
         self.progress = bool(progress)
         self._lock = threading.Lock()
+        if http_client is not None:
+            bound_by_deadline(http_client)
         self._client = http_client
         self._owns_client = http_client is None
         self._aclient = async_http_client
         self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
             weakref.WeakKeyDictionary()
         )
-        # Injected by tests so retries are checked without sleeping.
-        self._sleep: Callable[[float], None] = time.sleep
+        # Injected by tests so retries are checked without sleeping; None waits for real,
+        # on the call's stop event (`_pause`).
+        self._sleep: Callable[[float], None] | None = None
         self._async_sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
     # -- chromadb's SparseEmbeddingFunction protocol ------------------------------------
@@ -254,7 +272,7 @@ class ChromaSparseEmbeddingFunction(SparseEmbeddingFunction[Documents]):
         ef = ChromaSparseEmbeddingFunction.__new__(ChromaSparseEmbeddingFunction)
         ef._setup(
             settings,
-            api_key=None,
+            api_key=Secret(None),
             phases=split_timeout(settings.timeout)[1],
             progress=False,
             http_client=None,
@@ -335,6 +353,9 @@ class ChromaSparseEmbeddingFunction(SparseEmbeddingFunction[Documents]):
         return self._core.usage.reset()
 
     def __repr__(self) -> str:
+        if not hasattr(self, "_settings"):
+            # A constructor that raised: tracebacks that show locals repr `self` too.
+            return f"{type(self).__name__}(<not constructed>)"
         return (
             f"{type(self).__name__}(model={self.model!r}, query_model={self.query_model!r}, "
             f"base_url={self.base_url!r}, fetch_labels={self.fetch_labels!r})"
@@ -390,13 +411,16 @@ class ChromaSparseEmbeddingFunction(SparseEmbeddingFunction[Documents]):
         request = self._core.requests[side]
         out: list[SparseVector | None] = [None] * len(texts)
         spans = self._core.batches(len(texts))
+        # Set when the call fails or is interrupted: batches still retrying or waiting for
+        # the throttle give up at their next step instead of running out their retries.
+        stop = threading.Event()
         with progress_bar(
             self.progress and len(spans) > 1, len(texts), f"embedding ({request.model})"
         ) as bar:
 
             def run(span: tuple[int, int]) -> None:
                 start, end = span
-                out[start:end] = self._send(texts[start:end], request)
+                out[start:end] = self._send(texts[start:end], request, stop)
                 bar.update(end - start)
 
             workers = min(self._settings.max_concurrency, len(spans))
@@ -404,35 +428,51 @@ class ChromaSparseEmbeddingFunction(SparseEmbeddingFunction[Documents]):
                 for span in spans:
                     run(span)
             else:
-                with ThreadPoolExecutor(workers, thread_name_prefix="chroma-sparse-ef") as pool:
-                    futures: list[Future[None]] = [pool.submit(run, span) for span in spans]
-                    try:
-                        wait(futures, return_when=FIRST_EXCEPTION)
-                    finally:
-                        # On an error or Ctrl-C: batches not started yet never start;
-                        # the ones in flight (at most max_concurrency) finish.
-                        for future in futures:
-                            future.cancel()
+                pool = ThreadPoolExecutor(workers, thread_name_prefix="chroma-sparse-ef")
+                futures: list[Future[None]] = [pool.submit(run, span) for span in spans]
+                try:
+                    wait(futures, return_when=FIRST_EXCEPTION)
+                except BaseException:
+                    # Ctrl-C: control comes back now; the workers end within one attempt.
+                    stop.set()
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise
+                # On an error, batches not started never start and the ones in flight end
+                # after their current attempt, so the call returns within one timeout.
+                stop.set()
+                pool.shutdown(wait=True, cancel_futures=True)
                 _raise_first_error(futures)
         return _complete(out)
 
-    def _turn(self) -> float:
+    def _pause(self, seconds: float, stop: threading.Event) -> None:
+        if self._sleep is None:
+            stop.wait(seconds)
+        else:
+            self._sleep(seconds)
+        if stop.is_set():
+            raise _Stopped
+
+    def _turn(self, stop: threading.Event) -> float:
         """Wait until the throttle lets a request start; return when it started."""
         core = self._core
         while True:
+            if stop.is_set():
+                raise _Stopped
             now = core.monotonic()
             wait = core.throttle.acquire(now)
             if wait <= 0:
                 return now
             core.usage.waited(wait)
-            self._sleep(wait)
+            self._pause(wait, stop)
 
-    def _send(self, texts: Sequence[str], request: Request) -> list[SparseVector]:
+    def _send(
+        self, texts: Sequence[str], request: Request, stop: threading.Event
+    ) -> list[SparseVector]:
         core = self._core
         body = request.body(texts, self._settings.fetch_labels)
         retries = 0
         while True:
-            sent_at = self._turn()
+            sent_at = self._turn(stop)
             core.usage.sent()
             reply = attempt(
                 self._http(),
@@ -451,13 +491,14 @@ class ChromaSparseEmbeddingFunction(SparseEmbeddingFunction[Documents]):
                 return action.vectors
             if isinstance(action, Split):
                 mid = len(texts) // 2
-                vectors = self._send(texts[:mid], request) + self._send(texts[mid:], request)
+                vectors = self._send(texts[:mid], request, stop)
+                vectors += self._send(texts[mid:], request, stop)
                 core.accepted_after_split(len(texts) - mid)
                 return vectors
             core.usage.retried()
             if action.throttled:
                 core.usage.waited(action.delay)
-            self._sleep(action.delay)
+            self._pause(action.delay, stop)
             retries += 1
 
     # -- async path ---------------------------------------------------------------------
@@ -579,10 +620,15 @@ def _complete(out: list[SparseVector | None]) -> list[SparseVector]:
     return out  # type: ignore[return-value]
 
 
+class _Stopped(Exception):
+    """A batch gave up because another one failed (never leaves the call)."""
+
+
 def _raise_first_error(futures: Sequence[Future[None]]) -> None:
-    # The earliest batch's error, so the same failure is reported however threads raced.
+    # The earliest batch's error, so the same failure is reported however threads raced;
+    # batches that only stopped because of it are skipped.
     for future in futures:
         if not future.cancelled():
             exc = future.exception()
-            if exc is not None:
+            if exc is not None and not isinstance(exc, _Stopped):
                 raise exc

@@ -15,7 +15,8 @@ shape of the AWS SDKs' "adaptive" retry mode:
 - The same 429 turns pacing on, or lowers its rate (multiplicative decrease): the new rate
   is `THROTTLE_BETA` (0.7) times the rate that was too much, estimated as the successes of
   the last `RATE_WINDOW` second, the current pacing rate, or one request per hint,
-  whichever evidence there is. Only a request sent after the last decrease can decrease
+  whichever evidence there is; with none of those (a zero hint before any success), the
+  requests started in the last window, at least one, since that is what was too much. Only a request sent after the last decrease can decrease
   again, so one burst of 429s answered together counts as one signal.
 - Each success adds `RATE_INCREASE_STEP` (2 %) of the rate set at the last decrease
   (additive increase): about 15 successes climb back from 0.7x to the rate that was
@@ -57,6 +58,7 @@ class Throttle:
         self._next_start = -math.inf
         self._last_decrease = -math.inf
         self._successes: deque[float] = deque()
+        self._starts: deque[float] = deque()
 
     @property
     def rate(self) -> float:
@@ -79,6 +81,8 @@ class Throttle:
                 return start - now
             if math.isfinite(self._rate):
                 self._next_start = now + 1.0 / self._rate
+            self._starts.append(now)
+            _trim(self._starts, now)
             return 0.0
 
     def succeeded(self, now: float) -> None:
@@ -87,7 +91,7 @@ class Throttle:
             return
         with self._lock:
             self._successes.append(now)
-            self._trim(now)
+            _trim(self._successes, now)
             if math.isfinite(self._rate):
                 self._rate += RATE_INCREASE_STEP * self._floor
 
@@ -103,21 +107,26 @@ class Throttle:
             self._paused_until = max(self._paused_until, now + delay)
             if sent_at < self._last_decrease:
                 return
-            self._trim(now)
+            _trim(self._successes, now)
+            _trim(self._starts, now)
             # What the service just allowed: the successes of the last window, or one
             # request per hint (the first 429 of a burst often arrives before the
             # burst's successes, and then the hint is all there is).
             seen = len(self._successes) / RATE_WINDOW
             if delay > 0:
                 seen = max(seen, 1.0 / delay)
-            too_much = min(self._rate, seen) if seen > 0 else self._rate
-            if not math.isfinite(too_much):
-                too_much = MIN_THROTTLE_RATE / THROTTLE_BETA
+            if seen <= 0:
+                # A zero hint before any success: what was sent was too much. Without
+                # this, the minimum rate (1 request per 10 s) became the pace, and
+                # climbing back from it took hundreds of successes.
+                seen = max(1, len(self._starts)) / RATE_WINDOW
+            too_much = min(self._rate, seen)
             self._rate = max(MIN_THROTTLE_RATE, THROTTLE_BETA * too_much)
             self._floor = self._rate
             self._last_decrease = now
             self._next_start = max(self._next_start, self._paused_until)
 
-    def _trim(self, now: float) -> None:
-        while self._successes and self._successes[0] <= now - RATE_WINDOW:
-            self._successes.popleft()
+
+def _trim(times: deque[float], now: float) -> None:
+    while times and times[0] <= now - RATE_WINDOW:
+        times.popleft()

@@ -10,17 +10,29 @@ has a deadline, from connect to the last byte read:
   would pass the deadline raises httpx's own `ReadTimeout`; headers trickled byte by
   byte are bounded too, since httpcore reads them through the same backend.
 - async: the attempt runs under `asyncio.wait_for`, which cancels it at the deadline.
-- a client passed in by the caller (`http_client=`) keeps its own transport; the deadline
-  is then checked between chunks of the body, so an attempt overruns it by at most one
-  read timeout.
+- proxies from the environment: their pools send through the same backend.
+- a client passed in by the caller (`http_client=`): its pools' backends are wrapped the
+  same way (inert outside this package's attempts); with a transport of its own (not
+  httpx's `HTTPTransport`) the deadline is checked between chunks of the body, so an
+  attempt overruns it by at most one read timeout.
+
+Redirects are never followed, even by a caller's client that follows them: httpx drops
+`Authorization` on a redirect to another host but not `x-chroma-token`, so the key would
+go wherever the server points.
 
 The body is read in chunks and reading stops past a cap (`Core.body_limit`), so a hostile
-or broken server cannot make the client hold or parse more than the cap.
+or broken server cannot make the client hold or parse more than the cap. The cap counts
+decoded bytes and holds for compressed bodies too: raw chunks are decompressed here with
+`max_length`, never by httpx, whose decoder turns one 64 KiB chunk of a gzip bomb into
+about 64 MiB before any check could run. Only gzip and deflate are asked for and accepted.
 
 Nothing here raises with the API key in reach: httpx's exceptions (whose frames hold the
 request headers) are turned into a `Failure` of plain strings inside the `except` block,
 and the caller raises its own error later, outside any handler, so no traceback, cause or
-context chain leads back to those frames.
+context chain leads back to those frames. An interruption (Ctrl-C, a task's cancellation)
+that arrives inside httpx is raised again as a fresh exception of the same type, outside
+the handler, for the same reason; and the headers travel as `SecretHeaders`, whose repr
+hides the token, so this module's own frames show none either.
 """
 
 from __future__ import annotations
@@ -29,6 +41,7 @@ import asyncio
 import contextlib
 import contextvars
 import time
+import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -36,16 +49,25 @@ from typing import Any
 import httpcore
 import httpx
 
+from ._constants import TOKEN_HEADER
+
 __all__ = [
+    "ACCEPT_ENCODING",
     "Failure",
     "Reply",
+    "SecretHeaders",
     "async_client",
     "attempt",
     "attempt_async",
+    "bound_by_deadline",
     "deadline",
     "describe",
     "sync_client",
 ]
+
+#: The encodings the bounded decoder reads (sent as `accept-encoding`, so httpx does not
+#: advertise br or zstd when those packages happen to be installed).
+ACCEPT_ENCODING = "gzip, deflate"
 
 _DEADLINE: contextvars.ContextVar[float | None] = contextvars.ContextVar(
     "chroma_sparse_ef_deadline", default=None
@@ -73,17 +95,96 @@ class Failure:
     Attributes:
         timeout: The attempt ran out of time (connect, a read, or its deadline).
         what: The exception's type and message, e.g. ``"ConnectError: [Errno 111] ..."``.
+        fatal: The request could not be built or sent for a reason no retry changes
+            (not an httpx error: e.g. a header httpx cannot encode).
     """
 
     timeout: bool
     what: str
+    fatal: bool = False
+
+
+class SecretHeaders(dict[str, str]):
+    """Request headers whose repr hides the token, so locals-showing tracebacks print none."""
+
+    def __repr__(self) -> str:
+        shown = {k: ("<redacted>" if k.lower() == TOKEN_HEADER else v) for k, v in self.items()}
+        return f"SecretHeaders({shown!r})"
 
 
 def describe(exc: BaseException) -> Failure:
     """A `Failure` from an httpx (or deadline) exception: strings only, no frames."""
     timeout = isinstance(exc, (httpx.TimeoutException, asyncio.TimeoutError, TimeoutError))
     text = str(exc)
-    return Failure(timeout, f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
+    # A corrupt compressed body may be a network fault; anything else that is not an
+    # httpx error is a request that no retry can send.
+    fatal = not isinstance(exc, (httpx.HTTPError, asyncio.TimeoutError, TimeoutError, zlib.error))
+    return Failure(timeout, f"{type(exc).__name__}: {text}" if text else type(exc).__name__, fatal)
+
+
+def _fresh(exc: BaseException) -> BaseException:
+    """The same interruption without frames, cause or context (see the module docstring)."""
+    if isinstance(exc, KeyboardInterrupt):
+        return KeyboardInterrupt()
+    if isinstance(exc, SystemExit):
+        return SystemExit(exc.code if isinstance(exc.code, (int, str)) else None)
+    if isinstance(exc, asyncio.CancelledError):
+        return asyncio.CancelledError()
+    try:
+        return type(exc)()
+    except Exception:  # an exotic BaseException that needs arguments: keep it as it is
+        return exc
+
+
+class _Decoder:
+    """Decodes a body's raw bytes (identity, gzip or deflate), never past `limit` bytes."""
+
+    def __init__(self, encoding: str, limit: int) -> None:
+        self.limit = limit
+        self.content = bytearray()
+        self.over_limit = False
+        encoding = encoding.strip().lower()
+        self._zlib: Any = None
+        self._deflate = encoding == "deflate"
+        if encoding in ("gzip", "x-gzip"):
+            self._zlib = zlib.decompressobj(zlib.MAX_WBITS | 16)
+        elif self._deflate:
+            # Servers send "deflate" both with and without the zlib wrapper (httpx, too,
+            # tries the wrapper first and falls back to raw deflate).
+            self._zlib = zlib.decompressobj()
+        elif encoding not in ("", "identity"):
+            raise ValueError(f"unsupported content-encoding {encoding!r}")
+        self._started = False
+
+    def feed(self, raw: bytes) -> bool:
+        """Add a raw chunk; False once the body went past the limit (stop reading)."""
+        if self._zlib is None:
+            return self._keep(raw)
+        data = raw
+        while data:
+            room = self.limit - len(self.content) + 1
+            try:
+                out = self._zlib.decompress(data, room)
+            except zlib.error:
+                if self._deflate and not self._started:
+                    self._deflate = False
+                    self._zlib = zlib.decompressobj(-zlib.MAX_WBITS)
+                    continue
+                raise
+            self._started = True
+            if not self._keep(out):
+                return False
+            data = self._zlib.unconsumed_tail
+        return True
+
+    def _keep(self, out: bytes) -> bool:
+        room = self.limit - len(self.content)
+        if len(out) > room:
+            self.content += out[:room]
+            self.over_limit = True
+            return False
+        self.content += out
+        return True
 
 
 @contextlib.contextmanager
@@ -136,8 +237,10 @@ class _DeadlineStream(httpcore.NetworkStream):
 
 
 class _DeadlineBackend(httpcore.NetworkBackend):
-    def __init__(self) -> None:
-        self._inner = httpcore.SyncBackend()
+    """Wraps a pool's backend; inert outside an attempt (no deadline set in the context)."""
+
+    def __init__(self, inner: httpcore.NetworkBackend | None = None) -> None:
+        self._inner = inner if inner is not None else httpcore.SyncBackend()
 
     def connect_tcp(
         self,
@@ -168,16 +271,32 @@ def sync_client(timeout: httpx.Timeout, max_connections: int) -> httpx.Client:
     """An `httpx.Client` whose socket operations honour the attempt's `deadline`.
 
     The client is built as usual (proxies from the environment keep working through
-    httpx's own mounts, where the deadline is checked between chunks only); then its
-    default transport's pool sends through the deadline backend.
+    httpx's own mounts); then `bound_by_deadline` wraps its pools' network backends.
     """
     client = httpx.Client(timeout=timeout, limits=httpx.Limits(max_connections=max_connections))
-    pool = getattr(getattr(client, "_transport", None), "_pool", None)
-    # httpx builds its httpcore pool with the default backend and offers no argument to
-    # change it; tests/unit/test_transport.py fails if these attributes ever move.
-    if isinstance(pool, httpcore.ConnectionPool):
-        pool._network_backend = _DeadlineBackend()
+    bound_by_deadline(client)
     return client
+
+
+def bound_by_deadline(client: httpx.Client) -> None:
+    """Make the socket operations of `client`'s pools (default and proxy mounts) honour
+    the attempt's `deadline`.
+
+    The pools' own backends are wrapped, not replaced, and the wrapper changes nothing
+    outside an attempt of this package (no deadline in the context), so a caller's client
+    keeps behaving as before for its other requests. A transport that is not httpx's
+    `HTTPTransport` is left alone: there the deadline is checked between chunks.
+    """
+    transports = [getattr(client, "_transport", None), *getattr(client, "_mounts", {}).values()]
+    for transport in transports:
+        pool = getattr(transport, "_pool", None)
+        # httpx builds its httpcore pools with the default backend and offers no argument
+        # to change it; tests/unit/test_transport.py fails if these attributes ever move.
+        # (httpcore's HTTPProxy is a ConnectionPool that opens its tunnels the same way.)
+        if isinstance(pool, httpcore.ConnectionPool) and not isinstance(
+            pool._network_backend, _DeadlineBackend
+        ):
+            pool._network_backend = _DeadlineBackend(pool._network_backend)
 
 
 def async_client(timeout: httpx.Timeout, max_connections: int) -> httpx.AsyncClient:
@@ -195,28 +314,41 @@ def attempt(
     seconds: float,
     limit_for: Any,
 ) -> Reply | Failure:
-    """Send one POST and read its body, within `seconds` and up to `limit_for(status)` bytes."""
+    """Send one POST and read its body, within `seconds` and up to `limit_for(status)` bytes.
+
+    Raises:
+        KeyboardInterrupt, SystemExit: as a fresh exception (no httpx frames).
+    """
     at = time.monotonic() + seconds
-    failure: Failure
+    outcome: Failure | BaseException
     try:
         with (
             deadline(at),
-            client.stream("POST", url, content=body, headers=headers, timeout=timeout) as response,
+            client.stream(
+                "POST",
+                url,
+                content=body,
+                headers=headers,
+                timeout=timeout,
+                follow_redirects=False,
+            ) as response,
         ):
-            limit: int = limit_for(response.status_code)
-            content = bytearray()
-            for chunk in response.iter_bytes():
-                content += chunk
-                if len(content) > limit:
-                    return Reply(
-                        response.status_code, response.headers, bytes(content[:limit]), True
-                    )
+            decoder = _decoder(response, limit_for)
+            if isinstance(decoder, Failure):
+                return decoder
+            for chunk in _raw(response) or response.iter_raw():
+                if not decoder.feed(chunk):
+                    break
                 if time.monotonic() > at:
                     return Failure(True, "ReadTimeout: the attempt's deadline passed")
-            return Reply(response.status_code, response.headers, bytes(content), False)
-    except httpx.HTTPError as exc:
-        failure = describe(exc)
-    return failure
+            return _reply(response, decoder)
+    except Exception as exc:
+        outcome = describe(exc)
+    except BaseException as exc:
+        outcome = _fresh(exc)
+    if isinstance(outcome, Failure):
+        return outcome
+    raise outcome
 
 
 async def attempt_async(
@@ -229,25 +361,53 @@ async def attempt_async(
     seconds: float,
     limit_for: Any,
 ) -> Reply | Failure:
-    """`attempt` on the event loop: the whole attempt is cancelled at its deadline."""
+    """`attempt` on the event loop: the whole attempt is cancelled at its deadline.
 
-    async def once() -> Reply:
+    Raises:
+        asyncio.CancelledError, KeyboardInterrupt: as a fresh exception (no httpx frames).
+    """
+
+    async def once() -> Reply | Failure:
         async with client.stream(
-            "POST", url, content=body, headers=headers, timeout=timeout
+            "POST", url, content=body, headers=headers, timeout=timeout, follow_redirects=False
         ) as response:
-            limit: int = limit_for(response.status_code)
-            content = bytearray()
-            async for chunk in response.aiter_bytes():
-                content += chunk
-                if len(content) > limit:
-                    return Reply(
-                        response.status_code, response.headers, bytes(content[:limit]), True
-                    )
-            return Reply(response.status_code, response.headers, bytes(content), False)
+            decoder = _decoder(response, limit_for)
+            if isinstance(decoder, Failure):
+                return decoder
+            for chunk in _raw(response):
+                decoder.feed(chunk)
+            if not response.is_stream_consumed:
+                async for chunk in response.aiter_raw():
+                    if not decoder.feed(chunk):
+                        break
+            return _reply(response, decoder)
 
-    failure: Failure
+    outcome: Failure | BaseException
     try:
         return await asyncio.wait_for(once(), seconds)
-    except (httpx.HTTPError, asyncio.TimeoutError) as exc:
-        failure = describe(exc)
-    return failure
+    except Exception as exc:
+        outcome = describe(exc)
+    except BaseException as exc:
+        outcome = _fresh(exc)
+    if isinstance(outcome, Failure):
+        return outcome
+    raise outcome
+
+
+def _raw(response: httpx.Response) -> list[bytes]:
+    """The body already in memory, decoded, when a transport built the response from
+    bytes (httpx reads those at once: `MockTransport`, respx); else nothing."""
+    return [response.content] if response.is_stream_consumed else []
+
+
+def _decoder(response: httpx.Response, limit_for: Any) -> _Decoder | Failure:
+    limit: int = limit_for(response.status_code)
+    encoding = "" if response.is_stream_consumed else response.headers.get("content-encoding", "")
+    try:
+        return _Decoder(encoding, limit)
+    except ValueError as exc:
+        return Failure(False, f"DecodingError: {exc}", fatal=True)
+
+
+def _reply(response: httpx.Response, decoder: _Decoder) -> Reply:
+    return Reply(response.status_code, response.headers, bytes(decoder.content), decoder.over_limit)

@@ -12,6 +12,7 @@ import json
 import socket
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -26,7 +27,11 @@ class Hostile:
     Attributes:
         mode: ``"trickle_body"``, ``"trickle_headers"``, ``"status"`` (answer `status`),
             ``"huge"`` (a 2xx body of `huge_bytes`, sent as fast as the client reads) or
-            ``"record"`` (answer like the service).
+            ``"record"`` (answer like the service), ``"gzip_bomb"`` (a gzip body that
+            inflates to `huge_bytes`), ``"gzip"`` / ``"deflate"`` / ``"raw_deflate"``
+            (answer like the service, compressed so), or ``"bad_or_busy"`` (400 for a
+            request whose texts include "bad", else 503 with ``retry-after: 30``), or
+            ``"redirect"`` (a 307 to `redirect_to`).
         tokens: The ``x-chroma-token`` of every request, in order.
         bytes_sent: Body bytes written (for "huge").
     """
@@ -37,6 +42,8 @@ class Hostile:
     tokens: list[str] = field(default_factory=list)
     bytes_sent: int = 0
     url: str = ""
+    #: For mode ``"redirect"``: where a 307 sends the client.
+    redirect_to: str = ""
 
 
 def _read_request(conn: socket.socket) -> tuple[dict[str, str], bytes]:
@@ -92,6 +99,30 @@ def _serve_one(conn: socket.socket, spec: Hostile) -> None:
                 while spec.bytes_sent < spec.huge_bytes:
                     conn.sendall(piece)
                     spec.bytes_sent += len(piece)
+            elif spec.mode == "gzip_bomb":
+                bomb = _gzip_bomb(spec.huge_bytes)
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    b"Content-Encoding: gzip\r\n" + f"Content-Length: {len(bomb)}\r\n\r\n".encode()
+                )
+                for start in range(0, len(bomb), 65536):
+                    conn.sendall(bomb[start : start + 65536])
+                    spec.bytes_sent += len(bomb[start : start + 65536])
+            elif spec.mode == "redirect":
+                conn.sendall(
+                    b"HTTP/1.1 307 Temporary Redirect\r\n"
+                    + f"Location: {spec.redirect_to}\r\n".encode()
+                    + b"Content-Length: 0\r\nConnection: close\r\n\r\n"
+                )
+            elif spec.mode == "bad_or_busy":
+                texts = json.loads(body)["texts"]
+                status, extra = (400, "") if "bad" in texts else (503, "Retry-After: 30\r\n")
+                payload = json.dumps({"error": "no"}).encode()
+                conn.sendall(
+                    f"HTTP/1.1 {status} No\r\nContent-Type: application/json\r\n{extra}"
+                    f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode()
+                    + payload
+                )
             else:
                 texts = json.loads(body)["texts"]
                 payload = json.dumps(
@@ -100,13 +131,33 @@ def _serve_one(conn: socket.socket, spec: Hostile) -> None:
                         "num_tokens": len(texts),
                     }
                 ).encode()
+                encoding = b""
+                if spec.mode in ("gzip", "deflate", "raw_deflate"):
+                    wbits = {"gzip": 31, "deflate": 15, "raw_deflate": -15}[spec.mode]
+                    packer = zlib.compressobj(6, zlib.DEFLATED, wbits)
+                    payload = packer.compress(payload) + packer.flush()
+                    name = spec.mode.replace("raw_", "")
+                    encoding = f"Content-Encoding: {name}\r\n".encode()
                 conn.sendall(
                     b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    + encoding
                     + f"Content-Length: {len(payload)}\r\n\r\n".encode()
                     + payload
                 )
         except OSError:
             pass  # the client hung up, which is what the tests want it to do
+
+
+def _gzip_bomb(size: int) -> bytes:
+    """A gzip'd JSON answer that inflates to about `size` bytes (zeros in a string)."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    parts = [packer.compress(b'{"embeddings": [{"indices": [1], "values": [1.0], "pad": "')]
+    block = b"0" * 1_000_000
+    for _ in range(size // len(block)):
+        parts.append(packer.compress(block))
+    parts.append(packer.compress(b'"}], "num_tokens": 1}'))
+    parts.append(packer.flush())
+    return b"".join(parts)
 
 
 @contextlib.contextmanager

@@ -300,3 +300,43 @@ def test_the_environment_is_read_once_at_construction(monkeypatch: pytest.Monkey
     monkeypatch.setenv("CHROMA_EMBED_URL", "http://127.0.0.1:9002")
     assert ef.base_url == "http://127.0.0.1:9001"
     assert ef._core.url == "http://127.0.0.1:9001/embed_sparse"
+
+
+class TestHeaderSafeSettings:
+    @pytest.mark.parametrize("model", ["modèle", "a\r\nx-evil: 1", " padded"])
+    def test_a_model_a_header_cannot_carry_is_refused_at_construction(self, model: str) -> None:
+        """A model name sent as a header must be printable ASCII: refused before any request."""
+        with pytest.raises(ConfigurationError, match="cannot be sent as an HTTP header"):
+            ChromaSparseEmbeddingFunction(model=model, api_key=SECRET)
+
+    @pytest.mark.parametrize("suffix", ["é", "\n", " "])
+    def test_a_key_a_header_cannot_carry_is_refused_without_quoting_it(self, suffix: str) -> None:
+        """A key with a non-ASCII or control character: ConfigurationError that names
+        api_key but does not quote it."""
+        with pytest.raises(ConfigurationError, match="api_key cannot be sent") as info:
+            ChromaSparseEmbeddingFunction(api_key=SECRET + suffix)
+        assert SECRET not in str(info.value)
+
+    def test_a_failing_constructor_shows_no_key_in_a_traceback_with_locals(self) -> None:
+        """A bad setting beside a key: the traceback, locals included, holds no key, and
+        the half-built instance's repr does not raise."""
+        import traceback
+
+        with pytest.raises(ConfigurationError) as info:
+            ChromaSparseEmbeddingFunction(api_key=SECRET, batch_size=0)
+        text = "".join(
+            traceback.TracebackException.from_exception(info.value, capture_locals=True).format()
+        )
+        assert "batch_size" in text
+        assert SECRET not in text
+        assert "<not constructed>" in text
+
+
+def test_chroma_embed_url_is_read_once_at_construction(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Changing CHROMA_EMBED_URL later moves neither `base_url` nor where requests go."""
+    monkeypatch.setenv("CHROMA_EMBED_URL", "http://127.0.0.1:8123")
+    ef = ChromaSparseEmbeddingFunction()
+    monkeypatch.setenv("CHROMA_EMBED_URL", "http://127.0.0.1:9999")
+    assert ef.base_url == "http://127.0.0.1:8123"
+    assert ef._core.url == "http://127.0.0.1:8123/embed_sparse"
+    assert not hasattr(ef.settings, "resolved_base_url")  # no second, live reading

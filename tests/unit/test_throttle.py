@@ -48,6 +48,24 @@ def test_first_429_sets_the_rate_from_the_successes_of_the_last_second() -> None
     assert throttle.rate == pytest.approx(THROTTLE_BETA * 8.0)
 
 
+def test_a_zero_hint_before_any_success_paces_at_what_was_sent() -> None:
+    """16 requests started in the last second, the first answer a 429 with
+    `retry-after: 0`: pacing starts at 0.7 x 16/s, not at the 1 request per 10 s floor
+    (which let a minute of a healthy service carry 7 requests)."""
+    throttle = Throttle()
+    for _ in range(16):
+        assert throttle.acquire(0.0) == 0.0
+    throttle.throttled(sent_at=0.0, now=0.05, delay=0.0)
+    assert throttle.rate == pytest.approx(THROTTLE_BETA * 16.0)
+
+
+def test_a_zero_hint_with_nothing_else_known_still_allows_one_per_second() -> None:
+    """A 429 with a zero hint and no start or success on record: 0.7 requests/s."""
+    throttle = Throttle()
+    throttle.throttled(sent_at=0.0, now=0.0, delay=0.0)
+    assert throttle.rate == pytest.approx(THROTTLE_BETA * 1.0)
+
+
 def test_paced_requests_start_one_per_interval() -> None:
     """At a rate of r, consecutive starts are 1/r apart."""
     throttle = Throttle()
