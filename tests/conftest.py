@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from chroma_sparse_ef import _config
+
 _ENV_VARS = (
     "CHROMA_API_KEY",
     "CHROMA_EMBED_URL",
@@ -22,3 +24,6 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     # Tests and CI never try the network: the dense leg is pinned to the offline hashing
     # embedding unless a test opts into ``auto`` (and then serves the model on loopback).
     monkeypatch.setenv("CHROMA_SPARSE_EF_DENSE", "hashing")
+    # base_urls passed to a constructor are trusted for the rest of the process; each test
+    # starts from none, so no test depends on which ran before it.
+    _config._TRUSTED_URLS.clear()
