@@ -27,6 +27,7 @@ from chromadb.api.types import SparseEmbeddingFunction
 from chromadb.errors import NotFoundError
 
 from .._exceptions import ConfigurationError
+from .._sparse_checks import check_sparse_key
 from ._backend import HybridBackend
 from ._cloud import NativeBackend, build_schema, find_sparse_index
 from ._local import LocalBackend, shared_backend
@@ -71,7 +72,7 @@ def create_or_open(
             "sparse_embedding_function must be a chromadb SparseEmbeddingFunction, got "
             f"{type(sparse_embedding_function).__name__}"
         )
-    _check_sparse_key(sparse_key)
+    check_sparse_key(sparse_key, reserved=(CONFIG_METADATA_KEY,), error=ConfigurationError)
     if metadata is not None and CONFIG_METADATA_KEY in metadata:
         raise ConfigurationError(f"Collection metadata key {CONFIG_METADATA_KEY!r} is reserved")
     dense = {} if embedding_function is None else {"embedding_function": embedding_function}
@@ -198,13 +199,6 @@ def _function_name(function: Any) -> str | None:
 def _check_backend(backend: object) -> None:
     if backend not in ("auto", "native", "local"):
         raise ConfigurationError(f"backend must be 'auto', 'native' or 'local', got {backend!r}")
-
-
-def _check_sparse_key(sparse_key: object) -> None:
-    if not isinstance(sparse_key, str) or not sparse_key or sparse_key.startswith("#"):
-        raise ConfigurationError(f"sparse_key must be a metadata key name, got {sparse_key!r}")
-    if sparse_key == CONFIG_METADATA_KEY:
-        raise ConfigurationError(f"sparse_key {sparse_key!r} is reserved")
 
 
 def _choose_backend(client: Any, backend: Backend) -> Literal["native", "local", "probe"]:
