@@ -26,6 +26,7 @@ from typing import Any, Literal
 from chromadb.api.types import SparseEmbeddingFunction
 from chromadb.errors import NotFoundError
 
+from .._chroma_compat import is_embedded_client, is_local_sparse_refusal
 from .._exceptions import ConfigurationError
 from .._sparse_checks import check_sparse_key
 from ._backend import HybridBackend
@@ -47,9 +48,7 @@ DEFAULT_SPARSE_KEY = "sparse_embedding"
 
 Backend = Literal["auto", "native", "local"]
 
-_EMBEDDED_APIS = ("RustBindingsAPI", "SegmentAPI")
 _CLOUD_HOST_SUFFIX = "trychroma.com"
-_LOCAL_REFUSAL = "not enabled in local"
 
 
 def create_or_open(
@@ -107,7 +106,7 @@ def create_or_open(
             )
             return open_backend(client, collection, sparse_embedding_function, "native")
         except Exception as exc:
-            if choice == "native" or _LOCAL_REFUSAL not in str(exc):
+            if choice == "native" or not is_local_sparse_refusal(exc):
                 raise
     stored = StoredConfig.of(sparse_embedding_function, sparse_key, bm25=use_bm25)
     collection = client.get_or_create_collection(
@@ -204,10 +203,9 @@ def _check_backend(backend: object) -> None:
 def _choose_backend(client: Any, backend: Backend) -> Literal["native", "local", "probe"]:
     if backend != "auto":
         return backend
-    settings = client.get_settings()
-    if str(settings.chroma_api_impl).endswith(_EMBEDDED_APIS):
+    if is_embedded_client(client):
         return "local"
-    if str(settings.chroma_server_host or "").endswith(_CLOUD_HOST_SUFFIX):
+    if str(client.get_settings().chroma_server_host or "").endswith(_CLOUD_HOST_SUFFIX):
         return "native"
     return "probe"
 
