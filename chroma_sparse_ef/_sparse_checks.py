@@ -132,6 +132,14 @@ def check_ascending(
     n = int(indices.shape[0])
     if n < 2:
         return
+    if indptr is None and n <= _ASCENDING_CHUNK:
+        # One vector (the codec's, per record): a few numpy calls, not the batch's dozen.
+        unordered = np.diff(indices.astype(np.int64)) <= 0
+        if unordered.any():
+            raise SparseVectorError(
+                "indices must be strictly ascending", int(unordered.argmax()) + 1
+            )
+        return
     boundaries = np.empty(0, np.int64) if indptr is None else np.asarray(indptr, np.int64)[1:-1]
     boundaries = boundaries[(boundaries > 0) & (boundaries < n)]
     for a in range(0, n - 1, _ASCENDING_CHUNK):
