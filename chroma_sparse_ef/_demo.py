@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from ._chroma_compat import stored_embedding_function
 from ._constants import BASE_URL_ENV_VAR, DEFAULT_API_KEY_ENV_VAR
 from ._corpus import stdlib_docstrings
 from ._dense import CHROMA_DEFAULT_MODEL, DENSE_ENV_VAR, DenseChoice, default_dense_function
@@ -188,7 +189,7 @@ def open_setup(
 def _stored_dense(client: Any, name: str) -> DenseChoice | None:
     """The dense function collection `name` was built with, if it is one the demo knows."""
     try:
-        function = client.get_collection(name).configuration.get("embedding_function")
+        function = stored_embedding_function(client.get_collection(name))
     except Exception:
         # No such collection (reported when it is opened), or no readable configuration.
         return None

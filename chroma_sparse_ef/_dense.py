@@ -39,6 +39,7 @@ from typing import Any, Literal
 
 from chromadb.api.types import DefaultEmbeddingFunction, Documents, EmbeddingFunction
 
+from ._chroma_compat import default_onnx_model
 from ._exceptions import ConfigurationError
 from ._hashing import HashingEmbeddingFunction
 
@@ -114,20 +115,14 @@ class _FetchFailed(Exception):
     """The model could not be fetched; the message is the one-line reason."""
 
 
-def _onnx_class() -> Any:
-    from chromadb.utils.embedding_functions.onnx_mini_lm_l6_v2 import ONNXMiniLM_L6_V2
-
-    return ONNXMiniLM_L6_V2
-
-
 def chroma_default_model_dir() -> Path:
     """Where chromadb keeps all-MiniLM-L6-v2's extracted files.
 
-    Read from chromadb's `ONNXMiniLM_L6_V2.DOWNLOAD_PATH` at call time, so it follows
-    chromadb (and tests that point it at a temporary folder).
+    Read from chromadb's `ONNXMiniLM_L6_V2.DOWNLOAD_PATH` at call time
+    (`_chroma_compat.default_onnx_model`), so it follows chromadb (and tests that point it
+    at a temporary folder).
     """
-    onnx = _onnx_class()
-    return Path(str(onnx.DOWNLOAD_PATH)) / str(onnx.EXTRACTED_FOLDER_NAME)
+    return default_onnx_model().model_dir
 
 
 def _missing_runtime() -> list[str]:
@@ -201,15 +196,15 @@ def default_dense_function(
         return DenseChoice(
             DefaultEmbeddingFunction(), _DEFAULT_NAME, f"its model is cached at {folder}", "default"
         )
-    onnx = _onnx_class()
-    url = str(onnx.MODEL_DOWNLOAD_URL)
+    onnx = default_onnx_model()
+    url = onnx.url
     start = time.monotonic()
     try:
         _fetch_model(
             url,
             folder,
-            sha256=str(onnx._MODEL_SHA256),
-            archive_folder=str(onnx.EXTRACTED_FOLDER_NAME),
+            sha256=onnx.sha256,
+            archive_folder=onnx.archive_folder,
             deadline_s=deadline_s,
             progress=progress,
         )

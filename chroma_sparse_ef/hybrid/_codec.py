@@ -31,6 +31,14 @@ import numpy as np
 import numpy.typing as npt
 
 from .._exceptions import CorruptSparseVectorError
+from .._sparse_checks import (
+    SparseVectorError,
+    check_ascending,
+    check_index_dtype,
+    check_index_range,
+    check_value_dtype,
+    to_finite_float32,
+)
 
 __all__ = [
     "PREFIX",
@@ -44,7 +52,6 @@ __all__ = [
 #: Format name and version; a future format gets a new prefix and this one stays readable.
 PREFIX = "spv1:"
 _HEADER = struct.Struct("<BI")
-_MAX_INDEX = 2**32
 _UINT16_LIMIT = 2**16
 _GAP_DTYPES: dict[int, np.dtype[np.unsignedinteger]] = {2: np.dtype("<u2"), 4: np.dtype("<u4")}
 _VALUE_DTYPE: np.dtype[np.float32] = np.dtype("<f4")
@@ -77,8 +84,8 @@ def encode_sparse_vector(indices: npt.ArrayLike, values: npt.ArrayLike) -> str:
         ``"spv1:"`` followed by base64 (no newlines).
 
     Raises:
-        ValueError: Shapes differ, indices are not integers, out of range or not strictly
-            ascending, or a value is not finite once rounded to float32.
+        ValueError: Shapes differ, or the vector breaks a rule of `_sparse_checks`
+            (integer indices in ``[0, 2**32)``, strictly ascending; values finite in float32).
     """
     idx = np.asarray(indices)
     vals = np.asarray(values)
@@ -88,19 +95,12 @@ def encode_sparse_vector(indices: npt.ArrayLike, values: npt.ArrayLike) -> str:
             f"got shapes {idx.shape} and {vals.shape}"
         )
     nnz = int(idx.shape[0])
-    if nnz and idx.dtype.kind not in "iu":
-        raise ValueError(f"indices must be integers, got dtype {idx.dtype}")
-    if nnz and vals.dtype.kind not in "fiu":
-        raise ValueError(f"values must be real numbers, got dtype {vals.dtype}")
-    if nnz and (int(idx.min()) < 0 or int(idx.max()) >= _MAX_INDEX):
-        raise ValueError("indices must be in [0, 2**32)")
+    check_index_dtype(idx)
+    check_value_dtype(vals)
+    check_index_range(idx)
+    check_ascending(idx)
+    f32 = to_finite_float32(vals).astype(_VALUE_DTYPE, copy=False)
     gaps = np.diff(idx.astype(np.int64), prepend=0)
-    if nnz > 1 and int(gaps[1:].min()) <= 0:
-        raise ValueError("indices must be strictly ascending")
-    with np.errstate(over="ignore"):  # overflow becomes inf, refused just below
-        f32 = vals.astype(_VALUE_DTYPE)
-    if not bool(np.all(np.isfinite(f32))):
-        raise ValueError("values must be finite in float32")
     width = 2 if nnz == 0 or int(gaps.max()) < _UINT16_LIMIT else 4
     payload = _HEADER.pack(width, nnz) + gaps.astype(_GAP_DTYPES[width]).tobytes() + f32.tobytes()
     return PREFIX + binascii.b2a_base64(payload, newline=False).decode("ascii")
@@ -219,7 +219,11 @@ def _check(
     starts: _I64,
     indices: _I64,
 ) -> None:
-    """Gaps after each record's first must be positive; indices < 2**32; values finite."""
+    """Gaps after each record's first must be positive, then `_sparse_checks`' range and finiteness.
+
+    Order is checked on the gaps, where it needs no difference of the indices: a zero gap
+    after a record's first entry is an index repeated (unsigned gaps cannot go down).
+    """
     if gaps.shape[0] == 0:
         return
     repeated = gaps == 0
@@ -227,9 +231,11 @@ def _check(
     bad = np.flatnonzero(repeated)
     if bad.shape[0]:
         raise _BadPosition("indices are repeated or out of order", int(bad[0]))
-    if int(indices.max()) >= _MAX_INDEX:
-        position = int(np.flatnonzero(indices >= _MAX_INDEX)[0])
-        raise _BadPosition("an index is beyond 2**32 - 1", position)
-    not_finite = np.flatnonzero(~np.isfinite(values))
-    if not_finite.shape[0]:
-        raise _BadPosition("a value is not finite", int(not_finite[0]))
+    try:
+        check_index_range(indices)
+    except SparseVectorError as exc:
+        raise _BadPosition("an index is beyond 2**32 - 1", exc.position or 0) from None
+    try:
+        to_finite_float32(values)
+    except SparseVectorError as exc:
+        raise _BadPosition("a value is not finite", exc.position or 0) from None

@@ -11,12 +11,17 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
+from .._sparse_checks import (
+    SparseVectorError,
+    check_ascending,
+    check_index_dtype,
+    check_index_range,
+    check_value_dtype,
+    to_finite_float32,
+)
+
 __all__ = ["concat_records", "validate_csr", "validate_query"]
 
-#: Term ids are uint32, as in chromadb's SparseVector and in `_codec`.
-_MAX_TERM = 2**32
-#: Postings checked per step of the order check (bounds its temporaries to ~40 MiB).
-_CHECK_CHUNK = 2**22
 
 _F32 = npt.NDArray[np.float32]
 _F64 = npt.NDArray[np.float64]
@@ -82,42 +87,19 @@ def validate_csr(
     def record_at(position: int) -> str:
         return repr(ids[int(np.searchsorted(indptr, position, side="right")) - 1])
 
-    if nnz and indices.dtype.kind not in "iu":
-        integral = indices.dtype.kind == "f" and bool(np.all(np.floor(indices) == indices))
-        if not integral:
-            raise ValueError(f"indices must be integers, got dtype {indices.dtype}")
-    if nnz and values.dtype.kind not in "fiu":
-        raise ValueError(f"values must be real numbers, got dtype {values.dtype}")
-    # uint8/16/32 cannot hold an id outside [0, 2**32): skip the check (and its temporaries).
-    if nnz and not (indices.dtype.kind == "u" and indices.dtype.itemsize <= 4):
-        bad = np.flatnonzero((indices < 0) | (indices >= _MAX_TERM))
-        if bad.shape[0]:
-            raise ValueError(
-                f"record {record_at(int(bad[0]))}: term id {indices[bad[0]]} is outside [0, 2**32)"
-            )
-    # No copies when the caller's arrays already have the index's dtypes (as
-    # `decode_sparse_vectors` returns them): nothing here writes to them.
-    terms = indices.astype(np.uint32, copy=False)
-    with np.errstate(over="ignore"):  # overflow becomes inf, refused just below
-        weights = values.astype(np.float32, copy=False)
-    if nnz:
-        not_finite = np.flatnonzero(~np.isfinite(weights))
-        if not_finite.shape[0]:
-            p = int(not_finite[0])
-            raise ValueError(f"record {record_at(p)}: weight {values[p]} is not finite in float32")
-        boundaries = indptr[1:-1]
-        boundaries = boundaries[(boundaries > 0) & (boundaries < nnz)]
-        # In chunks: an int64 difference of every posting would cost 16 bytes each.
-        for a in range(0, nnz - 1, _CHECK_CHUNK):
-            b = min(a + _CHECK_CHUNK, nnz - 1)
-            unordered = np.diff(terms[a : b + 1].astype(np.int64)) <= 0
-            inside = boundaries[(boundaries > a) & (boundaries <= b)]
-            unordered[inside - 1 - a] = False
-            bad = np.flatnonzero(unordered)
-            if bad.shape[0]:
-                raise ValueError(
-                    f"record {record_at(a + int(bad[0]) + 1)}: indices must be strictly ascending"
-                )
+    try:
+        check_index_dtype(indices, allow_integral_floats=True)
+        check_value_dtype(values)
+        check_index_range(indices)
+        # No copies when the caller's arrays already have the index's dtypes (as
+        # `decode_sparse_vectors` returns them): nothing here writes to them.
+        terms = indices.astype(np.uint32, copy=False)
+        weights = to_finite_float32(values)
+        check_ascending(terms, indptr)
+    except SparseVectorError as exc:
+        if exc.position is None:
+            raise ValueError(exc.reason) from None
+        raise ValueError(f"record {record_at(exc.position)}: {exc.reason}") from None
     nonzero = weights != 0
     if not bool(np.all(nonzero)):
         kept = np.zeros(nnz + 1, dtype=np.int64)
@@ -138,16 +120,13 @@ def validate_query(indices_like: npt.ArrayLike, values_like: npt.ArrayLike) -> t
         )
     if indices.shape[0] == 0:
         return np.empty(0, np.uint32), np.empty(0, np.float64)
-    if indices.dtype.kind not in "iu":
-        raise ValueError(f"query indices must be integers, got dtype {indices.dtype}")
-    if values.dtype.kind not in "fiu":
-        raise ValueError(f"query values must be real numbers, got dtype {values.dtype}")
-    if bool(np.any((indices < 0) | (indices >= _MAX_TERM))):
-        raise ValueError("query term ids must be in [0, 2**32)")
-    with np.errstate(over="ignore"):  # overflow becomes inf, refused just below
-        weights = values.astype(np.float32)
-    if not bool(np.all(np.isfinite(weights))):
-        raise ValueError("query values must be finite in float32")
+    try:
+        check_index_dtype(indices)
+        check_value_dtype(values)
+        check_index_range(indices)
+        weights = to_finite_float32(values)
+    except SparseVectorError as exc:
+        raise ValueError(f"query {exc.reason}") from None
     order = np.argsort(indices, kind="stable")
     terms = indices[order].astype(np.uint32)
     if bool(np.any(terms[1:] == terms[:-1])):

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 from chromadb.api.types import SparseVector
 
+from .._chroma_compat import embed_like_add
 from .._exceptions import EmbeddingError, InvalidRequestError, InvalidResponseError
 from .._progress import progress_bar
 from ._writes import WriteBatch, as_sparse_vectors, chunks
@@ -126,12 +127,12 @@ def ingest(
 def embed_dense(collection: Any, texts: list[str]) -> Any:
     """Dense embeddings exactly as ``collection.add`` would compute them.
 
-    The collection's own path (``CollectionCommon._embed``): the function passed in, else
-    the persisted or schema one, else Chroma's default.
+    The collection's own path (`_chroma_compat.embed_like_add`): the function passed in,
+    else the persisted or schema one, else Chroma's default.
     """
     if not texts:
         return []
-    return collection._embed(input=texts, is_query=False)
+    return embed_like_add(collection, texts)
 
 
 def embed_sparse(

@@ -26,7 +26,9 @@ from typing import Any, Literal
 from chromadb.api.types import SparseEmbeddingFunction
 from chromadb.errors import NotFoundError
 
+from .._chroma_compat import is_embedded_client, is_local_sparse_refusal
 from .._exceptions import ConfigurationError
+from .._sparse_checks import check_sparse_key
 from ._backend import HybridBackend
 from ._cloud import NativeBackend, build_schema, find_sparse_index
 from ._local import LocalBackend, shared_backend
@@ -46,9 +48,7 @@ DEFAULT_SPARSE_KEY = "sparse_embedding"
 
 Backend = Literal["auto", "native", "local"]
 
-_EMBEDDED_APIS = ("RustBindingsAPI", "SegmentAPI")
 _CLOUD_HOST_SUFFIX = "trychroma.com"
-_LOCAL_REFUSAL = "not enabled in local"
 
 
 def create_or_open(
@@ -71,7 +71,7 @@ def create_or_open(
             "sparse_embedding_function must be a chromadb SparseEmbeddingFunction, got "
             f"{type(sparse_embedding_function).__name__}"
         )
-    _check_sparse_key(sparse_key)
+    check_sparse_key(sparse_key, reserved=(CONFIG_METADATA_KEY,), error=ConfigurationError)
     if metadata is not None and CONFIG_METADATA_KEY in metadata:
         raise ConfigurationError(f"Collection metadata key {CONFIG_METADATA_KEY!r} is reserved")
     dense = {} if embedding_function is None else {"embedding_function": embedding_function}
@@ -106,7 +106,7 @@ def create_or_open(
             )
             return open_backend(client, collection, sparse_embedding_function, "native")
         except Exception as exc:
-            if choice == "native" or _LOCAL_REFUSAL not in str(exc):
+            if choice == "native" or not is_local_sparse_refusal(exc):
                 raise
     stored = StoredConfig.of(sparse_embedding_function, sparse_key, bm25=use_bm25)
     collection = client.get_or_create_collection(
@@ -200,20 +200,12 @@ def _check_backend(backend: object) -> None:
         raise ConfigurationError(f"backend must be 'auto', 'native' or 'local', got {backend!r}")
 
 
-def _check_sparse_key(sparse_key: object) -> None:
-    if not isinstance(sparse_key, str) or not sparse_key or sparse_key.startswith("#"):
-        raise ConfigurationError(f"sparse_key must be a metadata key name, got {sparse_key!r}")
-    if sparse_key == CONFIG_METADATA_KEY:
-        raise ConfigurationError(f"sparse_key {sparse_key!r} is reserved")
-
-
 def _choose_backend(client: Any, backend: Backend) -> Literal["native", "local", "probe"]:
     if backend != "auto":
         return backend
-    settings = client.get_settings()
-    if str(settings.chroma_api_impl).endswith(_EMBEDDED_APIS):
+    if is_embedded_client(client):
         return "local"
-    if str(settings.chroma_server_host or "").endswith(_CLOUD_HOST_SUFFIX):
+    if str(client.get_settings().chroma_server_host or "").endswith(_CLOUD_HOST_SUFFIX):
         return "native"
     return "probe"
 

@@ -19,6 +19,7 @@ from chromadb.execution.expression import Where
 from chromadb.execution.expression.operator import Key
 
 from .._exceptions import InvalidInputError
+from .._sparse_checks import check_sparse_key
 from ._defaults import DEFAULT_CANDIDATE_LIMIT, DEFAULT_RRF_K, DEFAULT_SEARCH_LIMIT, DEFAULT_SELECT
 from ._fusion import rrf_weights
 
@@ -133,16 +134,6 @@ class TextSearch:
             sparse_default=_default(missing_rank, sparse_limit),
             select=_select(select),
         )
-
-
-def check_sparse_key(sparse_key: object) -> None:
-    """Refuse a sparse key that is not a metadata key name (empty, or a ``#`` key).
-
-    Raises:
-        InvalidInputError: Naming ``sparse_key``.
-    """
-    if not isinstance(sparse_key, str) or not sparse_key or sparse_key.startswith("#"):
-        raise InvalidInputError(f"sparse_key must be a metadata key name, got {sparse_key!r}")
 
 
 def check_count(name: str, value: object, *, minimum: Literal[0, 1] = 1) -> int:

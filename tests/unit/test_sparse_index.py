@@ -403,9 +403,9 @@ def test_order_check_in_small_chunks_names_the_right_record(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The chunked order check accepts record boundaries and names the unordered record."""
-    from chroma_sparse_ef.hybrid import _index_input
+    from chroma_sparse_ef import _sparse_checks
 
-    monkeypatch.setattr(_index_input, "_CHECK_CHUNK", 3)
+    monkeypatch.setattr(_sparse_checks, "_ASCENDING_CHUNK", 3)
     ids = [f"r{i}" for i in range(6)]
     rows = [[5, 9], [1, 2, 3], [0], [7, 8], [4, 6, 10], [2]]
     index = SparseIndex.build(ids, rows, [[1.0] * len(r) for r in rows])
