@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import httpx
 import jsonschema
 
+from ._chroma_compat import cloud_api_key_from_clients
 from ._constants import (
     BASE_URL_ENV_VAR,
     DEFAULT_API_KEY_ENV_VAR,
@@ -303,12 +304,9 @@ def resolve_api_key(api_key: str | None, env_var: str) -> str | None:
     if from_env:
         return from_env
     try:
-        from chromadb.api.shared_system_client import SharedSystemClient
-
-        found: str | None = SharedSystemClient.get_chroma_cloud_api_key_from_clients()
+        return cloud_api_key_from_clients()
     except Exception:  # a lookup of convenience: any failure means "no key there"
         return None
-    return found or None
 
 
 def require_api_key(api_key: str | None, env_var: str, base_url: str) -> str | None:

@@ -20,6 +20,7 @@ import numpy as np
 import orjson
 from chromadb.base_types import SparseVector
 
+from ._chroma_compat import trusted_sparse_vector
 from ._exceptions import (
     APIStatusError,
     AuthenticationError,
@@ -30,6 +31,7 @@ from ._exceptions import (
     UnsupportedModelError,
 )
 from ._models import MODELS, model_info
+from ._sparse_checks import INDEX_RANGE_TEXT, MAX_SPARSE_INDEX
 
 __all__ = [
     "build_body",
@@ -38,8 +40,6 @@ __all__ = [
     "scrub",
 ]
 
-#: Chroma's Rust side stores sparse indices as u32; larger ones could never be stored.
-_MAX_INDEX = 2**32 - 1
 #: How much of a non-JSON error body to quote in a message.
 _MAX_QUOTED_BODY = 300
 
@@ -155,8 +155,8 @@ def _to_vector(item: Any, pos: int, fetch_labels: bool, model: str) -> SparseVec
         raise _invalid(model, f"embeddings[{pos}] has a label that is not a string")
 
     ordered = sorted(indices)
-    if ordered[0] < 0 or ordered[-1] > _MAX_INDEX:
-        raise _invalid(model, f"embeddings[{pos}] has an index outside [0, 2**32)")
+    if ordered[0] < 0 or ordered[-1] > MAX_SPARSE_INDEX:
+        raise _invalid(model, f"embeddings[{pos}] has an index outside {INDEX_RANGE_TEXT}")
     if ordered != indices:
         order = np.argsort(np.array(indices, dtype=np.int64), kind="stable").tolist()
         values = [values[i] for i in order]
@@ -173,11 +173,7 @@ def _make_vector(indices: list[int], values: list[float], labels: list[str] | No
     # non-negative indices, numeric values, strict ascending order) was checked above with
     # numpy; its per-element Python loops cost ~27 us for 200 nonzeros, more than all of
     # the rest of parsing. So the instance is built without running them again.
-    vec: SparseVector = object.__new__(SparseVector)
-    vec.indices = indices
-    vec.values = values
-    vec.labels = labels
-    return vec
+    return trusted_sparse_vector(indices, values, labels)
 
 
 def _invalid(model: str, detail: str) -> InvalidResponseError:
