@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -35,7 +35,6 @@ from ._constants import (
 from ._exceptions import (
     APIConnectionError,
     APITimeoutError,
-    InvalidInputError,
     InvalidResponseError,
     MissingAPIKeyError,
     RateLimitError,
@@ -46,7 +45,7 @@ from ._throttle import Throttle
 from ._transport import ACCEPT_ENCODING, Failure, Reply, SecretHeaders
 from ._usage import UsageMeter
 
-__all__ = ["Core", "Done", "Request", "Retry", "Side", "Split", "check_input"]
+__all__ = ["Core", "Done", "Request", "Retry", "Side", "Split"]
 
 logger = logging.getLogger("chroma_sparse_ef")
 
@@ -286,33 +285,3 @@ class Core:
             delay,
         )
         return Retry(delay)
-
-
-def check_input(input: object) -> list[str]:
-    """The texts as a list, or `InvalidInputError` before any request is sent."""
-    if isinstance(input, str):
-        raise InvalidInputError(
-            "expected a list of texts, got a single string: wrap it in a list, e.g. [text]"
-        )
-    if input is None or isinstance(input, (bytes, bytearray, memoryview, Mapping)):
-        raise InvalidInputError(f"expected a list of texts, got {type(input).__name__}")
-    if not isinstance(input, Iterable):
-        raise InvalidInputError(f"expected a list of texts, got {type(input).__name__}")
-    texts = list(input)
-    if not texts:
-        raise InvalidInputError("expected at least one text, got an empty list")
-    for pos, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise InvalidInputError(
-                f"input[{pos}] is {type(text).__name__}, expected str"
-                + (": decode bytes first" if isinstance(text, (bytes, bytearray)) else "")
-            )
-        if not text.isascii():
-            try:
-                text.encode("utf-8")
-            except UnicodeEncodeError as exc:
-                raise InvalidInputError(
-                    f"input[{pos}] is not valid Unicode text: a lone surrogate at character "
-                    f"{exc.start} (text decoded with errors='surrogateescape'?)"
-                ) from exc
-    return texts

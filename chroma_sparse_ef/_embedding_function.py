@@ -44,11 +44,12 @@ from ._constants import (
     DEFAULT_TIMEOUT,
     EMBEDDING_FUNCTION_NAME,
 )
-from ._core import Core, Done, Request, Retry, Side, Split, check_input
+from ._core import Core, Done, Request, Retry, Side, Split
 from ._exceptions import (
     ConfigurationError,
     ServiceError,
 )
+from ._inputs import check_input
 from ._models import DEFAULT_MODEL
 from ._progress import progress_bar
 from ._transport import (

@@ -21,8 +21,8 @@ import numpy.typing as npt
 from chromadb.api.types import Documents, EmbeddingFunction, Embeddings, Space
 from chromadb.utils.embedding_functions import register_embedding_function
 
-from ._core import check_input
 from ._exceptions import ConfigurationError
+from ._inputs import check_input
 
 __all__ = ["DEFAULT_DIMENSIONS", "HASHING_FUNCTION_NAME", "HashingEmbeddingFunction"]
 
