@@ -11,6 +11,7 @@ import threading
 import time
 import traceback
 import tracemalloc
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -23,7 +24,7 @@ from chroma_sparse_ef import (
     InvalidResponseError,
 )
 
-from .hostile_server import hostile_server
+from .hostile_server import TRICKLE_INTERVAL, hostile_server
 
 SECRET = "ck-planted-key-3be81c55"
 
@@ -39,25 +40,43 @@ def embed(ef: ChromaSparseEmbeddingFunction, texts: list[str], mode: str) -> obj
     return asyncio.run(ef.acall(texts))
 
 
-def interrupted_sync(url: str, texts: list[str], **kwargs: object) -> tuple[BaseException, float]:
-    """Ctrl-C 0.3 s into a call; the KeyboardInterrupt and how long the call took to end.
+def interrupted_sync(
+    url: str, answering: Callable[[], bool], texts: list[str], **kwargs: object
+) -> tuple[BaseException, float]:
+    """Ctrl-C during a call; the KeyboardInterrupt and how long the call took to end after it.
 
     A real SIGINT sent to the main thread, as a terminal does, so that it also interrupts
-    a blocking wait (which `_thread.interrupt_main` would not).
+    a blocking wait (which `_thread.interrupt_main` would not). It is sent once the server
+    has read a request and its answer is trickling, not after a fixed delay: on a loaded
+    machine a fixed delay can fire before the request is even sent. (`answering` says so;
+    the server object itself stays out of this frame, whose locals the traceback shows:
+    it records the tokens it received.)
     """
     ef = ChromaSparseEmbeddingFunction(base_url=url, api_key=SECRET, **kwargs)  # type: ignore[arg-type]
     main = threading.main_thread().ident
     assert main is not None
     assert threading.current_thread() is threading.main_thread()
-    timer = threading.Timer(0.3, signal.pthread_kill, (main, signal.SIGINT))
-    start = time.monotonic()
-    timer.start()
+    sent_at: list[float] = []
+    done = threading.Event()
+
+    def interrupt_once_answering() -> None:
+        deadline = time.monotonic() + 60
+        while not answering() and time.monotonic() < deadline and not done.is_set():
+            time.sleep(0.01)
+        if done.is_set():
+            return
+        time.sleep(2 * TRICKLE_INTERVAL)  # the client is now reading the trickled body
+        sent_at.append(time.monotonic())
+        signal.pthread_kill(main, signal.SIGINT)
+
+    interrupter = threading.Thread(target=interrupt_once_answering, daemon=True)
+    interrupter.start()
     try:
         ef(texts)
     except KeyboardInterrupt as exc:
-        return exc, time.monotonic() - start
+        return exc, time.monotonic() - sent_at[0]
     finally:
-        timer.cancel()
+        done.set()
     raise AssertionError("the call was not interrupted")
 
 
@@ -65,7 +84,9 @@ class TestInterruptionsCarryNoKey:
     def test_ctrl_c_during_an_attempt(self) -> None:
         """Ctrl-C while httpx reads a trickled body: the traceback with locals holds no key."""
         with hostile_server("trickle_body") as server:
-            exc, _ = interrupted_sync(server.url, ["hello"], timeout=5.0)
+            exc, _ = interrupted_sync(
+                server.url, lambda: bool(server.tokens), ["hello"], timeout=30.0
+            )
         text = formatted(exc)
         assert "_transport.py" in text  # the interruption did arrive inside an attempt
         assert SECRET not in text
@@ -96,9 +117,16 @@ class TestInterruptionsEndTheCall:
         attempt's timeout, not after every batch ran out its retries."""
         with hostile_server("trickle_body") as server:
             _, took = interrupted_sync(
-                server.url, ["a", "b", "c"], batch_size=1, timeout=3.0, max_retries=2
+                server.url,
+                lambda: bool(server.tokens),
+                ["a", "b", "c"],
+                batch_size=1,
+                timeout=30.0,
+                max_retries=2,
             )
-        assert took < 2.0, took
+        # Before the fix the call ran on until every batch had used its attempts (minutes
+        # at this timeout); "at once" leaves room for a loaded machine, not for an attempt.
+        assert took < 5.0, took
 
     @pytest.mark.parametrize("mode", ["sync", "async"])
     def test_an_error_stops_the_batches_waiting_to_retry(self, mode: str) -> None:
