@@ -31,7 +31,13 @@ from ._exceptions import (
     UnsupportedModelError,
 )
 from ._models import MODELS, model_info
-from ._sparse_checks import INDEX_RANGE_TEXT, MAX_SPARSE_INDEX
+from ._sparse_checks import (
+    FLOAT32_MAX,
+    INDEX_RANGE_TEXT,
+    MAX_SPARSE_INDEX,
+    SparseVectorError,
+    to_finite_float32,
+)
 
 __all__ = [
     "build_body",
@@ -151,6 +157,14 @@ def _to_vector(item: Any, pos: int, fetch_labels: bool, model: str) -> SparseVec
     # also reach by overflowing, pays for the exact element-wise check.
     if not math.isfinite(sum(values)) and not all(map(math.isfinite, values)):
         raise _invalid(model, f"embeddings[{pos}] has a value that is not finite")
+    # Finite as a Python float is not enough: Chroma and the local index store float32, so
+    # the same rule as theirs (`_sparse_checks`) applies; only a value past float32's range
+    # pays for the exact test.
+    if max(values) > FLOAT32_MAX or min(values) < -FLOAT32_MAX:
+        try:
+            to_finite_float32(np.asarray(values, dtype=np.float64))
+        except SparseVectorError as exc:
+            raise _invalid(model, f"embeddings[{pos}] has a {exc.reason}") from None
     if labels is not None and list(map(type, labels)).count(str) != n:
         raise _invalid(model, f"embeddings[{pos}] has a label that is not a string")
 

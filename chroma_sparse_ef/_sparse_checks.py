@@ -27,6 +27,7 @@ import numpy.typing as npt
 from ._exceptions import InvalidInputError
 
 __all__ = [
+    "FLOAT32_MAX",
     "INDEX_RANGE_TEXT",
     "MAX_SPARSE_INDEX",
     "SparseVectorError",
@@ -40,6 +41,9 @@ __all__ = [
 
 #: Largest sparse index: Chroma stores indices as u32 (rust/types, ``SparseVector``).
 MAX_SPARSE_INDEX: Final = 2**32 - 1
+#: Largest finite float32: a value beyond it may round to infinity when stored (the exact
+#: test is `to_finite_float32`; this bound only screens out the values that need it).
+FLOAT32_MAX: Final = float(np.finfo(np.float32).max)
 #: How messages write the valid range (half-open, as the earlier messages did).
 INDEX_RANGE_TEXT: Final = "[0, 2**32)"
 #: Entries compared per step of the order check: bounds its int64 temporaries (16 bytes

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import orjson
 import pytest
 from chromadb.base_types import SparseVector
@@ -163,10 +164,10 @@ class TestParseResponse:
         with pytest.raises(InvalidResponseError, match=r"embeddings\[2\]"):
             _parse(_body([good, good, {"indices": [1], "values": [float("nan")]}]), expected=3)
 
-    def test_huge_finite_values_are_accepted(self) -> None:
-        """Values whose sum overflows are still finite and valid (exact check, not the screen)."""
-        (vec,) = _parse(_body([{"indices": [1, 2], "values": [1e308, 1e308]}]))
-        assert vec.values == [1e308, 1e308]
+    def test_values_whose_sum_overflows_are_refused_as_beyond_float32(self) -> None:
+        """1e308 is a finite Python float but infinite once stored as float32: refused."""
+        with pytest.raises(InvalidResponseError, match="not finite in float32"):
+            _parse(_body([{"indices": [1, 2], "values": [1e308, 1e308]}]))
 
 
 class TestErrorForStatus:
@@ -239,3 +240,21 @@ class TestErrorForStatus:
         )
         assert isinstance(err, RateLimitError)
         assert err.retry_after == 2.5
+
+
+@pytest.mark.parametrize("value", [1e39, -1e39, 3.5e38])
+def test_a_value_finite_in_python_but_not_in_float32_is_refused(value: float) -> None:
+    """The protocol applies the codec's and the index's rule: finite once stored as float32."""
+    body = orjson.dumps(
+        {"embeddings": [{"indices": [1, 2], "values": [0.5, value]}], "num_tokens": 2}
+    )
+    with pytest.raises(InvalidResponseError, match="not finite in float32"):
+        parse_response(body, expected=1, fetch_labels=False, model="m")
+
+
+def test_the_largest_float32_is_accepted() -> None:
+    """A value at float32's maximum is finite when stored, so it passes."""
+    top = float(np.finfo(np.float32).max)
+    body = orjson.dumps({"embeddings": [{"indices": [1], "values": [top]}], "num_tokens": 1})
+    (vector,), _ = parse_response(body, expected=1, fetch_labels=False, model="m")
+    assert vector.values == [top]
