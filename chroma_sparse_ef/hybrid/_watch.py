@@ -80,8 +80,16 @@ class SqliteWatermark:
     Not thread-safe on its own; HybridCollection reads it under its lock.
     """
 
-    def __init__(self, connection: sqlite3.Connection, segment_id: str, collection_id: str) -> None:
+    def __init__(
+        self,
+        connection: sqlite3.Connection,
+        segment_id: str,
+        collection_id: str,
+        directory: str | None = None,
+    ) -> None:
         self._connection = connection
+        #: The PersistentClient's folder (where the sparse index snapshot lives).
+        self.directory = directory
         self._segment_id = segment_id
         # A uuid holds no LIKE wildcard; the range on the primary key keeps the scan short.
         self._topic_pattern = f"%/{collection_id}"
@@ -103,7 +111,8 @@ class SqliteWatermark:
             impl = str(settings.chroma_api_impl)
             if not settings.is_persistent or not impl.endswith(("RustBindingsAPI", "SegmentAPI")):
                 return None
-            path = os.path.join(str(settings.persist_directory), "chroma.sqlite3")
+            directory = str(settings.persist_directory)
+            path = os.path.join(directory, "chroma.sqlite3")
             if not os.path.exists(path):
                 return None
             # Read-only and autocommit: we never write, and never hold a read transaction
@@ -115,7 +124,7 @@ class SqliteWatermark:
             if row is None:
                 connection.close()
                 return None
-            watermark = cls(connection, str(row[0]), collection_id)
+            watermark = cls(connection, str(row[0]), collection_id, directory)
             watermark.read()  # fail here, not at the first search, if the table differs
         except Exception as exc:  # an unofficial schema: any surprise means "no signal"
             logger.debug("no sqlite watermark for collection %s: %r", collection_id, exc)
