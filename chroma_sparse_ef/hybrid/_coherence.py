@@ -558,7 +558,9 @@ class CacheCoherence:
         """
         assert self._watermark is not None
         first = self._watermark.read()
-        count = self.collection.count()
+        count = self._watermark.count()
+        if count is None:
+            count = self.collection.count()
         if first != self._seen or self._watermark.read() != first:
             return True  # writes in flight: the next search catches up on them
         return bool(count == len(self.known))

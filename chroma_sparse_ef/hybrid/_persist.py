@@ -33,6 +33,7 @@ on exit. A failed write (read-only folder, full disk) is logged once and never r
 
 from __future__ import annotations
 
+import gc
 import itertools
 import json
 import logging
@@ -215,7 +216,7 @@ class SnapshotStore:
             return None
         if known is None or not _is_pending(pending, known):
             return None
-        embedded = sum(1 for p in known.values() if p is not None and p[1] != 0)
+        embedded = int(np.count_nonzero(loaded.extras["known.kinds"] == _EMBEDDED))
         if embedded < len(loaded.index):
             return None  # the index holds a record `known` does not say is embedded
         return CacheState(loaded.index, known, pending, loaded.watermark)
@@ -378,18 +379,20 @@ def _decode_known(
         ids = [text[a:b] for a, b in itertools.pairwise(bounds)]
     else:
         ids = [raw_ids[a:b].decode("utf-8", "surrogatepass") for a, b in itertools.pairwise(bounds)]
-    digests_text = raw_digests.decode("ascii")
-    step = _DIGEST_CHARS
-    prints: list[Fingerprint] = []
-    for i, (kind, vector) in enumerate(zip(kinds.tolist(), vectors.tolist(), strict=True)):
-        digest = digests_text[i * step : (i + 1) * step]
-        if kind == _EMBEDDED:
-            prints.append((digest, vector))
-        elif kind == _UNEMBEDDED:
-            prints.append((_UNEMBEDDED_PREFIX + digest, 0))
-        else:
-            prints.append(None)
-    known = dict(zip(ids, prints, strict=True))
+    # Built in C where possible (a per-record Python loop costs ~1.5 s at 1M records),
+    # and without the cyclic collector, which would rescan the millions of new tuples
+    # many times over (~half the time otherwise): tuples of str and int hold no cycles.
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        digests = np.frombuffer(raw_digests, dtype=f"S{_DIGEST_CHARS}").astype(str).tolist()
+        prints: list[Fingerprint] = list(zip(digests, vectors.tolist(), strict=True))
+        for i in np.flatnonzero(kinds != _EMBEDDED).tolist():
+            prints[i] = None if kinds[i] == _NONE else (_UNEMBEDDED_PREFIX + digests[i], 0)
+        known = dict(zip(ids, prints, strict=True))
+    finally:
+        if was_enabled:
+            gc.enable()
     return known if len(known) == n else None
 
 
