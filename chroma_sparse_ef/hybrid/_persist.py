@@ -164,6 +164,8 @@ class SnapshotStore:
         self._warned = False
         #: Snapshots written by this store (for tests and benchmarks).
         self.writes = 0
+        #: Seconds the last successful write took (for benchmarks).
+        self.last_write_seconds: float | None = None
 
     @classmethod
     def for_collection(
@@ -305,6 +307,7 @@ class SnapshotStore:
                 logger.warning("could not write the sparse index snapshot %s: %s", self.path, exc)
             return
         self.writes += 1
+        self.last_write_seconds = time.perf_counter() - started
         logger.info(
             "wrote sparse index snapshot %s (%d records, watermark %d) in %.2f s",
             self.path,
