@@ -353,3 +353,37 @@ def test_the_snapshot_is_saved_in_the_background_after_enough_writes(
     assert saved is not None
     assert {f"n{i}" for i in range(6)} <= set(saved.known)
     assert saved.watermark == backend.cache._seen
+
+
+def test_pending_records_are_saved_and_retried_by_a_process_opening_from_the_snapshot(
+    tmp_path: Path, embed_server_factory: Any, embed_server_url: str
+) -> None:
+    """A record the service refused stays pending across a snapshot, and is retried as a
+    full read would retry it: embedded once a server accepts it."""
+    strict = str(embed_server_factory(max_text_chars=200).url)
+    long_text = "platypus " * 40
+    with ChromaSparseEmbeddingFunction(base_url=strict, max_retries=0) as ef:
+        make(tmp_path, "docs", ef)
+        docs = HybridCollection.open(
+            chromadb.PersistentClient(str(tmp_path)),
+            "docs",
+            embedding_function=HashEmbedding(),
+            sparse_embedding_function=ef,
+        )
+        docs.collection.add(
+            ids=["long"], documents=[long_text], embeddings=HashEmbedding()([long_text])
+        )
+        docs.search("record", mode="sparse")
+        assert [p.id for p in docs.pending()] == ["long"]
+        docs.close()
+
+    still_refused = read(tmp_path, strict)
+    assert still_refused["opened_from"] == "snapshot"
+    assert still_refused["pending"] == ["long"]
+
+    accepted = read(tmp_path, embed_server_url)
+    assert accepted["opened_from"] == "snapshot"
+    assert accepted["pending"] == []
+    sparse_platypus = accepted["results"][2 * QUERIES.index("platypus")][0]
+    assert "long" in sparse_platypus
+    assert accepted["results"] == cold(tmp_path, embed_server_url)["results"]
