@@ -186,6 +186,8 @@ def measure(path: str, n_queries: int, phase: str) -> dict[str, Any]:
 
     collection.get = timed_get
     t1 = time.perf_counter()
+    cache.ensure_fresh()  # what the first search does first: the sparse cache
+    t_cache = time.perf_counter() - t1
     hc.search(hybrid(0))
     t_first = time.perf_counter() - t1
     collection.get = original_get
@@ -196,6 +198,7 @@ def measure(path: str, n_queries: int, phase: str) -> dict[str, Any]:
         "opened_from": cache.opened_from,
         "open_s": t_open,
         "first_search_s": t_first,
+        "cache_s": t_cache,
         "first_read_s": read_seconds[0],
         "index_mb": index.nbytes / 1e6,
         "page": _coherence.LOAD_PAGE,
@@ -271,8 +274,8 @@ def report(cold: dict[str, Any], warm: dict[str, Any], setup_s: float | None, n_
         total = fig["open_s"] + fig["first_search_s"]
         print(
             f"{label}: open {fig['open_s']:.2f} s + first search {fig['first_search_s']:.2f} s"
-            f" = {total:.2f} s to first result  (cache from {fig['opened_from']}; Chroma reads "
-            f"{fig['first_read_s']:.2f} s)"
+            f" = {total:.2f} s to first result  (sparse cache from {fig['opened_from']} in "
+            f"{fig['cache_s']:.2f} s, of it Chroma reads {fig['first_read_s']:.2f} s)"
         )
     if cold["snapshot_write_s"] is not None:
         print(
