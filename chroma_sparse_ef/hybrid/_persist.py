@@ -29,6 +29,8 @@ arrays are immutable and shared, `known` is copied under the cache lock), so sea
 writes go on; at most one write is in flight. (3) waits for it. The thread is not a daemon:
 a short-lived process (a CLI call) that read the collection leaves its snapshot behind
 on exit. A failed write (read-only folder, full disk) is logged once and never raised.
+A killed writer leaves its temporary file (never the snapshot itself: the rename is
+atomic); the next write removes it.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import gc
 import itertools
 import json
 import logging
+import os
 import threading
 import time
 import zlib
@@ -288,6 +291,7 @@ class SnapshotStore:
 
     def _write(self, state: CacheState) -> None:
         started = time.perf_counter()
+        self._remove_orphans()
         try:
             extras, blobs = _encode_known(state.known)
             blobs["pending"] = json.dumps(state.pending, sort_keys=True).encode()
@@ -315,6 +319,36 @@ class SnapshotStore:
             state.watermark,
             time.perf_counter() - started,
         )
+
+    def _remove_orphans(self) -> None:
+        """Delete temporary files left by writers that died mid-write (a kill, a crash).
+
+        `write_snapshot` names them ``.<file name>.<pid>.<random>.tmp``; each can be as
+        large as the snapshot, so a killed writer would otherwise leak ~1 GB at 1M
+        records. A file whose pid is alive (maybe another writer now) is left alone.
+        """
+        folder = self.path.parent
+        for tmp in folder.glob(f".{self.path.name}.*.tmp"):
+            pid_text = tmp.name[len(self.path.name) + 2 :].split(".", 1)[0]
+            if not pid_text.isdigit() or _alive(int(pid_text)):
+                continue
+            try:
+                tmp.unlink()
+            except OSError:
+                continue
+            logger.info("removed %s, left by a snapshot writer that died", tmp)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists (another user's) or unknowable: keep the file
+    return True
 
 
 def _encode_known(

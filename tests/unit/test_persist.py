@@ -179,3 +179,34 @@ def test_vector_hash_is_the_same_in_processes_with_different_hash_seeds() -> Non
     assert outs[0][1] != outs[1][1]  # the builtin hash really differs between them
     assert int(outs[0][0]) == vector_hash("spv1:ApYAAABRAE8AVwD2AKcA")
     assert vector_hash("spv1:ApYAAABRAE8AVwD2AKcA") != vector_hash("spv1:ApYAAABRAE8AVwD2AKcB")
+
+
+def test_a_temporary_file_left_by_a_killed_writer_is_removed_at_the_next_write(
+    tmp_path: Path,
+) -> None:
+    """A dead writer's partial file goes; a live process's (maybe writing now) stays."""
+    store = make(tmp_path, Clock())
+    store.path.parent.mkdir(parents=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    dead_pid = int(dead.stdout)
+    orphan = store.path.with_name(f".{store.path.name}.{dead_pid}.0badf00d.tmp")
+    orphan.write_bytes(b"half a snapshot")
+    live = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE
+    )
+    try:
+        busy = store.path.with_name(f".{store.path.name}.{live.pid}.0badf00d.tmp")
+        busy.write_bytes(b"being written")
+        store._write(state())
+        assert not orphan.exists()
+        assert busy.exists()
+    finally:
+        assert live.stdin is not None
+        live.stdin.close()
+        live.wait()
+    assert store.load() is not None
