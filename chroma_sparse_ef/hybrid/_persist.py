@@ -211,6 +211,13 @@ class SnapshotStore:
 
     def load(self) -> CacheState | None:
         """The saved state, or None if missing, damaged, foreign or of another layout."""
+        try:
+            return self._load()
+        except Exception as exc:  # reading Chroma is always right; a surprise here is not
+            logger.warning("ignored the sparse index snapshot %s: %r", self.path, exc)
+            return None
+
+    def _load(self) -> CacheState | None:
         loaded = load_snapshot(self.path, collection_id=self.collection_id, layout=self.layout)
         if loaded is None or not isinstance(loaded.watermark, int):
             return None
