@@ -8,9 +8,17 @@ as on Chroma Cloud); ``("!" + document hash, 0)`` for a record whose document ha
 usable vector yet (pending, or about to be embedded).
 
 Loading (`CacheCoherence.load`) pages through ``collection.get`` and builds the index in
-one go: the seam where a persisted snapshot of the index could stand in for the read.
-Records with a document but no usable vector (written by other code, or a document
-changed by other code) are embedded and the vectors written back.
+one go. Records with a document but no usable vector (written by other code, or a
+document changed by other code) are embedded and the vectors written back.
+
+Opening from a snapshot (PersistentClient only, `_persist`): the first search of a
+process reads the saved index, ``known`` and pending records back if the file is intact
+and was written for this collection and layout, then catches up from the snapshot's
+watermark like any other catch-up (below) and retries the pending records, as a full load
+would. If the file is unusable, the catch-up cannot be read, or the record count then
+disagrees with Chroma's, the cache is read from Chroma in full instead: a snapshot can
+only save time, never change a result. The fingerprint uses a stable hash
+(`_persist.vector_hash`) so a saved one still means the same in another process.
 
 Writes by other code (the raw collection, another process) must not make search wrong.
 What is detected:
@@ -49,6 +57,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -64,6 +73,7 @@ from ._codec import (
 )
 from ._index import SparseIndex
 from ._ingest import WRITE_CHUNK, embed_or_set_aside
+from ._persist import CacheState, SnapshotStore, freeze, vector_hash
 from ._stored import doc_hash_key, document_hash, pending_key
 from ._watch import SqliteWatermark
 from ._writes import chunks
@@ -112,7 +122,7 @@ def fingerprint(
         and meta.get(hash_key) == digest
         and is_encoded_sparse_vector(vector)
     ):
-        return (digest, hash(vector))
+        return (digest, vector_hash(vector))
     return (_UNEMBEDDED + digest, 0)
 
 
@@ -136,6 +146,7 @@ class CacheCoherence:
         *,
         max_batch_size: int,
         watermark: SqliteWatermark | None,
+        store: SnapshotStore | None = None,
     ) -> None:
         self.collection = collection
         self.sparse_function = sparse_function
@@ -150,6 +161,9 @@ class CacheCoherence:
         self._watermark = watermark
         self._seen: int | None = None
         self._stale = True
+        self._store = store if watermark is not None else None
+        #: Where the cache was last built from: "snapshot", "chroma" or None (not yet).
+        self.opened_from: str | None = None
 
     # ------------------------------------------------------------------ what it knows
 
@@ -170,7 +184,10 @@ class CacheCoherence:
     def ensure_fresh(self) -> None:
         """Bring the cache up to the collection: build it, catch up, or reload."""
         with self.lock:
-            if self.index is None or self._stale:
+            if self.index is None:
+                if not self._open_snapshot():
+                    self.load()
+            elif self._stale:
                 self.load()
             elif self._watermark is not None:
                 now = self._watermark.read()
@@ -178,6 +195,7 @@ class CacheCoherence:
                     self.load()
             elif self.collection.count() != len(self.known):
                 self.load()
+            self._maybe_save()
 
     def suspect(self) -> None:
         """A search saw a record that disagrees with the cache: look again before reusing it.
@@ -204,6 +222,9 @@ class CacheCoherence:
         with self.lock:
             for _ in range(_LOAD_ATTEMPTS):
                 if self._load_once():
+                    self.opened_from = "chroma"
+                    if self._store is not None:
+                        self._store.saved_fresh()
                     return
             # Still changing: keep what was read and let the next search try again;
             # per-record checks guard the searches in between.
@@ -288,7 +309,11 @@ class CacheCoherence:
             present = self._watermark.present_ids()
             if present is None:
                 return False
-            self._forget([rid for rid in self.known if rid not in present])
+            vanished = [rid for rid in self.known if rid not in present]
+            self._forget(vanished)
+            gone += vanished
+        if self._store is not None:
+            self._store.changed(len(upserted) + len(gone))
         after = self._watermark.read()
         self._seen = after if after - now == sent else now
         logger.debug("caught up on %d changed and %d deleted records", len(upserted), len(gone))
@@ -406,7 +431,7 @@ class CacheCoherence:
                 {self.sparse_key: encoded, self.hash_key: digest, self.pending_key: None}
             )
             self._pending.pop(rid, None)
-            self.known[rid] = (digest, hash(encoded))
+            self.known[rid] = (digest, vector_hash(encoded))
             up_ids.append(rid)
             up_terms.append(terms)
             up_weights.append(weights)
@@ -475,6 +500,9 @@ class CacheCoherence:
                 self._seen = now
             # else others wrote too: the next search catches up from `_seen`, which
             # re-reads our records along with theirs.
+        if self._store is not None:
+            self._store.changed(sent)
+            self._maybe_save()
 
     def write_failed(self) -> None:
         """A write of ours failed part-way: Chroma may hold some of it."""
@@ -484,6 +512,89 @@ class CacheCoherence:
         # Chroma took.
 
     def close(self) -> None:
-        """Release the watermark's sqlite connection."""
-        if self._watermark is not None:
-            self._watermark.close()
+        """Save the snapshot if the cache changed since the last one; release sqlite."""
+        with self.lock:
+            if self._store is not None:
+                self._store.close(self._capture)
+            if self._watermark is not None:
+                self._watermark.close()
+
+    # ------------------------------------------------------------------ snapshots
+
+    def _open_snapshot(self) -> bool:
+        """Build the cache from the saved snapshot and catch up; False: read Chroma."""
+        store, watermark = self._store, self._watermark
+        if store is None or watermark is None:
+            return False
+        started = time.perf_counter()
+        now = watermark.read()
+        state = store.load()
+        if state is None or state.watermark > now:
+            # Missing, damaged, foreign, or newer than Chroma (a restored backup).
+            logger.info("no usable sparse index snapshot at %s: reading Chroma", store.path)
+            return False
+        self.index, self.known, self._pending = state.index, state.known, state.pending
+        self._seen, self._stale = state.watermark, False
+        if (now != state.watermark and not self._catch_up(now)) or not self._count_agrees_now():
+            logger.info("sparse index snapshot %s disagrees with Chroma: reading it", store.path)
+            self._forget_all()
+            return False
+        self._retry_pending()
+        self.opened_from = "snapshot"
+        logger.info(
+            "opened the sparse index from snapshot %s (%d records, %d writes since) in %.2f s",
+            store.path,
+            len(self.known),
+            now - state.watermark,
+            time.perf_counter() - started,
+        )
+        return True
+
+    def _count_agrees_now(self) -> bool:
+        """Chroma holds as many records as the cache knows, when no one is writing.
+
+        A check the snapshot's checksums cannot make: a Chroma folder restored from an
+        older backup beside a newer snapshot, say.
+        """
+        assert self._watermark is not None
+        first = self._watermark.read()
+        count = self._watermark.count()
+        if count is None:
+            count = self.collection.count()
+        if first != self._seen or self._watermark.read() != first:
+            return True  # writes in flight: the next search catches up on them
+        return bool(count == len(self.known))
+
+    def _retry_pending(self) -> None:
+        """Embed the pending records again, as a full load does."""
+        if not self._pending or self._watermark is None:
+            return
+        ids = sorted(self._pending)
+        redo: list[tuple[str, str]] = []
+        for start, end in chunks(len(ids), self._max_batch):
+            got = self.collection.get(ids=ids[start:end], include=["documents"])
+            redo += [
+                (rid, doc)
+                for rid, doc in zip(got["ids"], got["documents"], strict=True)
+                if doc is not None
+            ]
+        before = self._watermark.read()
+        sent = self._embed_back(redo)
+        if before == self._seen and self._watermark.read() - before == sent:
+            self._seen = before + sent
+        if self._store is not None:
+            self._store.changed(sent)
+
+    def _forget_all(self) -> None:
+        self.index, self.known, self._pending = None, {}, {}
+        self._seen, self._stale = None, True
+
+    def _capture(self) -> CacheState | None:
+        """The cache as it is now, frozen for a snapshot (under `lock`)."""
+        if self.index is None or self._stale or self._seen is None:
+            return None
+        return CacheState(freeze(self.index), dict(self.known), dict(self._pending), self._seen)
+
+    def _maybe_save(self) -> None:
+        if self._store is not None:
+            self._store.maybe_save(self._capture)

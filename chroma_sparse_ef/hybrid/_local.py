@@ -1,7 +1,9 @@
 """Hybrid search on embedded Chroma: Chroma is the truth, our sparse index a cache.
 
 Storage. Each record's encoded sparse vector and the hash of the document it came from
-live in its metadata (`_stored`). Nothing else is persisted: after a restart the index is
+live in its metadata (`_stored`). On a PersistentClient the index is also saved to a
+snapshot file beside Chroma's data (`_persist`), so a new process reads it back and catches
+up on the writes since instead of rebuilding; otherwise, after a restart the index is
 rebuilt from the collection, with no re-embedding.
 
 `LocalBackend` puts three parts behind the `HybridBackend` interface:
@@ -29,10 +31,11 @@ from ._coherence import CacheCoherence, PendingRecord, fingerprint, is_embedded
 from ._index import SparseIndex
 from ._ingest import WriteSummary, embed_dense, embed_sparse, ingest, send
 from ._local_search import LocalSearch
+from ._persist import SnapshotStore, vector_hash
 from ._plan import local_plan, plan_from_search
 from ._results import SearchResults
 from ._search_args import TextSearch
-from ._stored import document_hash, hidden_keys
+from ._stored import CONFIG_METADATA_KEY, document_hash, hidden_keys
 from ._watch import SqliteWatermark
 from ._writes import WriteBatch, chunks, merge_metadata
 
@@ -62,12 +65,22 @@ class LocalBackend:
         self.bm25 = bm25
         self.reserved: tuple[str, ...] = hidden_keys(sparse_key)
         self._max_batch = max_batch_size
+        store = None
+        if watermark is not None and watermark.directory is not None:
+            store = SnapshotStore.for_collection(
+                watermark.directory,
+                str(collection.id),
+                stored_layout=(collection.metadata or {}).get(CONFIG_METADATA_KEY),
+                sparse_key=sparse_key,
+                bm25=bm25,
+            )
         self._cache = CacheCoherence(
             collection,
             sparse_function,
             sparse_key,
             max_batch_size=max_batch_size,
             watermark=watermark,
+            store=store,
         )
         self._search = LocalSearch(self._cache, self.reserved, bm25=bm25)
 
@@ -98,7 +111,7 @@ class LocalBackend:
         return self._cache.pending()
 
     def close(self) -> None:
-        """Release the watermark's sqlite connection."""
+        """Save the sparse index snapshot if it changed; release the sqlite connection."""
         self._cache.close()
 
     def write(self, op: str, batch: WriteBatch, *, progress: bool) -> WriteSummary:
@@ -149,7 +162,7 @@ class LocalBackend:
                 encoded = encode_sparse_vector(terms, weights)
                 digest = document_hash(doc)
                 hidden.append({self.sparse_key: encoded, cache.hash_key: digest})
-                learned.append((rid, (digest, hash(encoded)), terms, weights))
+                learned.append((rid, (digest, vector_hash(encoded)), terms, weights))
             summary.embedded = len(fresh.ids)
 
             plain = part.select(plain_at)

@@ -55,6 +55,7 @@ _LOG_RANGE = (
 _SEQ_TYPE = "SELECT typeof(seq_id) FROM embeddings WHERE segment_id = ? LIMIT 1"
 _TOUCHED_SINCE = "SELECT embedding_id FROM embeddings WHERE segment_id = ? AND seq_id > ?"
 _ALL_IDS = "SELECT embedding_id FROM embeddings WHERE segment_id = ?"
+_COUNT = "SELECT COUNT(*) FROM embeddings WHERE segment_id = ?"
 #: chromadb's log operation codes (``chromadb.proto`` Operation: ADD, UPDATE, UPSERT, DELETE).
 _DELETE = 3
 _KNOWN_OPERATIONS = frozenset({0, 1, 2, 3})
@@ -80,8 +81,16 @@ class SqliteWatermark:
     Not thread-safe on its own; HybridCollection reads it under its lock.
     """
 
-    def __init__(self, connection: sqlite3.Connection, segment_id: str, collection_id: str) -> None:
+    def __init__(
+        self,
+        connection: sqlite3.Connection,
+        segment_id: str,
+        collection_id: str,
+        directory: str | None = None,
+    ) -> None:
         self._connection = connection
+        #: The PersistentClient's folder (where the sparse index snapshot lives).
+        self.directory = directory
         self._segment_id = segment_id
         # A uuid holds no LIKE wildcard; the range on the primary key keeps the scan short.
         self._topic_pattern = f"%/{collection_id}"
@@ -103,7 +112,8 @@ class SqliteWatermark:
             impl = str(settings.chroma_api_impl)
             if not settings.is_persistent or not impl.endswith(("RustBindingsAPI", "SegmentAPI")):
                 return None
-            path = os.path.join(str(settings.persist_directory), "chroma.sqlite3")
+            directory = str(settings.persist_directory)
+            path = os.path.join(directory, "chroma.sqlite3")
             if not os.path.exists(path):
                 return None
             # Read-only and autocommit: we never write, and never hold a read transaction
@@ -115,7 +125,7 @@ class SqliteWatermark:
             if row is None:
                 connection.close()
                 return None
-            watermark = cls(connection, str(row[0]), collection_id)
+            watermark = cls(connection, str(row[0]), collection_id, directory)
             watermark.read()  # fail here, not at the first search, if the table differs
         except Exception as exc:  # an unofficial schema: any surprise means "no signal"
             logger.debug("no sqlite watermark for collection %s: %r", collection_id, exc)
@@ -156,6 +166,18 @@ class SqliteWatermark:
             logger.debug("record ids unreadable: %r", exc)
             return None
         return {str(row[0]) for row in rows}
+
+    def count(self) -> int | None:
+        """The collection's record count from the metadata segment, or ``None`` if unreadable.
+
+        ~10 ms at 100k records, where ``collection.count()`` took ~200 ms (chromadb 1.5.9).
+        """
+        try:
+            row = self._connection.execute(_COUNT, (self._segment_id,)).fetchone()
+        except Exception as exc:
+            logger.debug("record count unreadable: %r", exc)
+            return None
+        return None if row is None else int(row[0])
 
     def _from_log(self, since: int, until: int) -> Changes | None:
         start = self._connection.execute(_LOG_START).fetchone()
