@@ -493,7 +493,8 @@ class HybridCollection:
         return self._backend.pending()
 
     def close(self) -> None:
-        """Release resources held for change detection (a read-only sqlite connection)."""
+        """Save the sparse index snapshot if it changed (PersistentClient), and release what
+        change detection holds (a read-only sqlite connection)."""
         self._backend.close()
 
     def __repr__(self) -> str:

@@ -25,6 +25,7 @@ from typing import Any, Literal
 import numpy as np
 from chromadb.execution.expression import Search
 
+from .._chroma_compat import system_identity
 from .._exceptions import HybridSyncError
 from ._codec import encode_sparse_vector
 from ._coherence import CacheCoherence, PendingRecord, fingerprint, is_embedded
@@ -292,7 +293,7 @@ def shared_backend(
     the same backend, so one handle's writes are in the cache the others search. It lives
     as long as any handle holds it.
     """
-    key = (id(collection._client), str(collection.id), sparse_key)
+    key = (system_identity(collection), str(collection.id), sparse_key)
     with _SHARED_LOCK:
         backend = _SHARED.get(key)
         if backend is None:

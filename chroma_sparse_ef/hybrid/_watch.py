@@ -41,24 +41,24 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
+from .._chroma_compat import (
+    OP_DELETE,
+    OP_KNOWN,
+    SQL_ALL_IDS,
+    SQL_COUNT,
+    SQL_LOG_RANGE,
+    SQL_LOG_START,
+    SQL_METADATA_SEGMENT,
+    SQL_SEQ_ID,
+    SQL_SEQ_TYPE,
+    SQL_TOUCHED_SINCE,
+    log_topic_pattern,
+    sqlite_path,
+)
+
 __all__ = ["Changes", "SqliteWatermark"]
 
 logger = logging.getLogger(__name__)
-
-_SEGMENT_QUERY = "SELECT id FROM segments WHERE scope = 'METADATA' AND collection = ?"
-_SEQ_QUERY = "SELECT seq_id FROM max_seq_id WHERE segment_id = ?"
-_LOG_START = "SELECT MIN(seq_id) FROM embeddings_queue"
-_LOG_RANGE = (
-    "SELECT seq_id, operation, id FROM embeddings_queue "
-    "WHERE seq_id > ? AND seq_id <= ? AND topic LIKE ? ORDER BY seq_id"
-)
-_SEQ_TYPE = "SELECT typeof(seq_id) FROM embeddings WHERE segment_id = ? LIMIT 1"
-_TOUCHED_SINCE = "SELECT embedding_id FROM embeddings WHERE segment_id = ? AND seq_id > ?"
-_ALL_IDS = "SELECT embedding_id FROM embeddings WHERE segment_id = ?"
-_COUNT = "SELECT COUNT(*) FROM embeddings WHERE segment_id = ?"
-#: chromadb's log operation codes (``chromadb.proto`` Operation: ADD, UPDATE, UPSERT, DELETE).
-_DELETE = 3
-_KNOWN_OPERATIONS = frozenset({0, 1, 2, 3})
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +93,7 @@ class SqliteWatermark:
         self.directory = directory
         self._segment_id = segment_id
         # A uuid holds no LIKE wildcard; the range on the primary key keeps the scan short.
-        self._topic_pattern = f"%/{collection_id}"
+        self._topic_pattern = log_topic_pattern(collection_id)
 
     @classmethod
     def open(cls, client: Any, collection_id: str) -> SqliteWatermark | None:
@@ -108,20 +108,16 @@ class SqliteWatermark:
             sqlite layout is not the one this was written against).
         """
         try:
-            settings = client.get_settings()
-            impl = str(settings.chroma_api_impl)
-            if not settings.is_persistent or not impl.endswith(("RustBindingsAPI", "SegmentAPI")):
+            path = sqlite_path(client)
+            if path is None or not os.path.exists(path):
                 return None
-            directory = str(settings.persist_directory)
-            path = os.path.join(directory, "chroma.sqlite3")
-            if not os.path.exists(path):
-                return None
+            directory = os.path.dirname(path)
             # Read-only and autocommit: we never write, and never hold a read transaction
             # open, so Chroma's own writers are not blocked.
             connection = sqlite3.connect(
                 f"file:{path}?mode=ro", uri=True, check_same_thread=False, isolation_level=None
             )
-            row = connection.execute(_SEGMENT_QUERY, (collection_id,)).fetchone()
+            row = connection.execute(SQL_METADATA_SEGMENT, (collection_id,)).fetchone()
             if row is None:
                 connection.close()
                 return None
@@ -138,7 +134,7 @@ class SqliteWatermark:
         Raises:
             sqlite3.Error: The database could not be read.
         """
-        row = self._connection.execute(_SEQ_QUERY, (self._segment_id,)).fetchone()
+        row = self._connection.execute(SQL_SEQ_ID, (self._segment_id,)).fetchone()
         return 0 if row is None or row[0] is None else int(row[0])
 
     def changes(self, since: int, until: int) -> Changes | None:
@@ -161,7 +157,7 @@ class SqliteWatermark:
     def present_ids(self) -> set[str] | None:
         """Every record id of the collection now, or ``None`` if unreadable."""
         try:
-            rows = self._connection.execute(_ALL_IDS, (self._segment_id,)).fetchall()
+            rows = self._connection.execute(SQL_ALL_IDS, (self._segment_id,)).fetchall()
         except Exception as exc:
             logger.debug("record ids unreadable: %r", exc)
             return None
@@ -173,36 +169,38 @@ class SqliteWatermark:
         ~10 ms at 100k records, where ``collection.count()`` took ~200 ms (chromadb 1.5.9).
         """
         try:
-            row = self._connection.execute(_COUNT, (self._segment_id,)).fetchone()
+            row = self._connection.execute(SQL_COUNT, (self._segment_id,)).fetchone()
         except Exception as exc:
             logger.debug("record count unreadable: %r", exc)
             return None
         return None if row is None else int(row[0])
 
     def _from_log(self, since: int, until: int) -> Changes | None:
-        start = self._connection.execute(_LOG_START).fetchone()
+        start = self._connection.execute(SQL_LOG_START).fetchone()
         # Chroma purges a prefix: history after `since` is whole only if the oldest row
         # kept is at or before the first sequence number that could follow `since`.
         if start is None or start[0] is None or int(start[0]) > since + 1:
             return None
-        rows = self._connection.execute(_LOG_RANGE, (since, until, self._topic_pattern)).fetchall()
+        rows = self._connection.execute(
+            SQL_LOG_RANGE, (since, until, self._topic_pattern)
+        ).fetchall()
         if not rows and until > since:
             return None  # the watermark moved but the log shows nothing: not our layout
         last: dict[str, int] = {}
         for _, operation, record_id in rows:
-            if int(operation) not in _KNOWN_OPERATIONS:
+            if int(operation) not in OP_KNOWN:
                 return None
             last[str(record_id)] = int(operation)
         return Changes(
-            upserted=tuple(rid for rid, op in last.items() if op != _DELETE),
-            deleted=tuple(rid for rid, op in last.items() if op == _DELETE),
+            upserted=tuple(rid for rid, op in last.items() if op != OP_DELETE),
+            deleted=tuple(rid for rid, op in last.items() if op == OP_DELETE),
         )
 
     def _from_records(self, since: int) -> Changes | None:
-        kind = self._connection.execute(_SEQ_TYPE, (self._segment_id,)).fetchone()
+        kind = self._connection.execute(SQL_SEQ_TYPE, (self._segment_id,)).fetchone()
         if kind is not None and kind[0] != "integer":
             return None  # older layouts stored seq_id as bytes: no ordered comparison
-        rows = self._connection.execute(_TOUCHED_SINCE, (self._segment_id, since)).fetchall()
+        rows = self._connection.execute(SQL_TOUCHED_SINCE, (self._segment_id, since)).fetchall()
         return Changes(upserted=tuple(str(row[0]) for row in rows), deleted=None)
 
     def close(self) -> None:

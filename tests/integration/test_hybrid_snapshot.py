@@ -151,6 +151,17 @@ def store_of(path: Path, name: str = "docs", **change: Any) -> SnapshotStore:
     return store
 
 
+def sparse_rows(result: dict[str, Any]) -> list[Any]:
+    """The sparse-mode rows of a `read` (it alternates sparse and hybrid per query).
+
+    After another process wrote, only these are compared between processes: the hybrid
+    rows also hold chromadb's dense leg, which in 1.5.9 can lag another process's writes
+    for a while (see the README's Limitations), and that is not what a snapshot decides.
+    """
+    rows: list[Any] = result["results"][0::2]
+    return rows
+
+
 def cold(path: Path, url: str, name: str = "docs") -> dict[str, Any]:
     """Results from Chroma alone: the snapshot moved away for the run, then put back."""
     snap = snapshot_of(path, name)
@@ -192,8 +203,8 @@ def test_a_reopen_catches_up_on_what_another_process_wrote_since_the_snapshot(
     warm = read(tmp_path, embed_server_url)
 
     assert warm["opened_from"] == "snapshot"
-    assert warm["results"] == cold(tmp_path, embed_server_url)["results"]
-    found = {rid for ids, _ in warm["results"] for rid in ids}
+    assert sparse_rows(warm) == sparse_rows(cold(tmp_path, embed_server_url))
+    found = {rid for ids, _ in sparse_rows(warm) for rid in ids}
     assert {"new1", "new2", "raw1"} <= found
     assert not {"d4", "d5"} & found
 
@@ -221,8 +232,8 @@ def test_a_reopen_catches_up_from_record_sequence_numbers_when_the_log_was_purge
     warm = read(tmp_path, embed_server_url)
 
     assert warm["opened_from"] == "snapshot"
-    assert warm["results"] == cold(tmp_path, embed_server_url)["results"]
-    found = {rid for ids, _ in warm["results"] for rid in ids}
+    assert sparse_rows(warm) == sparse_rows(cold(tmp_path, embed_server_url))
+    found = {rid for ids, _ in sparse_rows(warm) for rid in ids}
     assert {f"n{i}" for i in range(40)} & found
     assert not {"d1", "d2"} & found
 

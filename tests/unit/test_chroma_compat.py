@@ -223,6 +223,7 @@ def test_sqlite_schema_has_the_tables_and_columns_read(persistent: Any) -> None:
             (compat.SQL_SEQ_TYPE, ("x",)),
             (compat.SQL_TOUCHED_SINCE, ("x", 0)),
             (compat.SQL_ALL_IDS, ("x",)),
+            (compat.SQL_COUNT, ("x",)),
         ]
         for sql, params in queries:
             db.execute(sql, params).fetchall()
