@@ -42,8 +42,8 @@ __all__ = [
     "OP_KNOWN",
     "SQLITE_FILE",
     "SQL_ALL_IDS",
+    "SQL_LOG_HAS",
     "SQL_LOG_RANGE",
-    "SQL_LOG_START",
     "SQL_METADATA_SEGMENT",
     "SQL_SEQ_ID",
     "SQL_SEQ_TYPE",
@@ -136,8 +136,12 @@ SQLITE_FILE: Final = "chroma.sqlite3"
 SQL_METADATA_SEGMENT: Final = "SELECT id FROM segments WHERE scope = 'METADATA' AND collection = ?"
 #: The last log sequence number a segment applied: the watermark.
 SQL_SEQ_ID: Final = "SELECT seq_id FROM max_seq_id WHERE segment_id = ?"
-#: The oldest write the log still holds (Chroma purges a prefix).
-SQL_LOG_START: Final = "SELECT MIN(seq_id) FROM embeddings_queue"
+#: Whether the log still holds one collection's write at a sequence number. Chroma purges
+#: each collection's log separately, a prefix at a time (``rust/log/src/sqlite_log.rs``,
+#: ``purge_logs``: ``DELETE ... WHERE topic = ? AND seq_id < ?``), so a collection's history
+#: after its own write at ``since`` is whole exactly when that row is still there. (The
+#: oldest row of the whole log says nothing: another collection may keep older rows.)
+SQL_LOG_HAS: Final = "SELECT 1 FROM embeddings_queue WHERE seq_id = ? AND topic LIKE ?"
 #: The log's writes in ``(since, until]`` to topics matching `log_topic_pattern`.
 SQL_LOG_RANGE: Final = (
     "SELECT seq_id, operation, id FROM embeddings_queue "

@@ -392,10 +392,13 @@ class SparseIndex:
             raise ValueError(f"query indices must be 1-D, got shape {terms.shape}")
         if terms.shape[0] == 0:
             return np.empty(0, np.float32)
+        snap = self._snap
         order = np.argsort(terms, kind="stable")
         counts = np.empty(terms.shape[0], dtype=np.int64)
-        counts[order] = self._snap.term_counts(terms[order].astype(np.uint32))
-        return bm25_idf(operator.index(records), counts)
+        counts[order] = snap.term_counts(terms[order].astype(np.uint32))
+        # As in `search`: never fewer records than the index holds live.
+        n = max(operator.index(records), snap.n_slots - int(snap.dead_slots().shape[0]))
+        return bm25_idf(n, counts)
 
     def search(
         self,
@@ -420,7 +423,9 @@ class SparseIndex:
             idf_records: If given, scale each query weight by Chroma Cloud's BM25 IDF
                 (`bm25_idf`) with this many records in the collection (records without a
                 sparse vector count too) and ``n_t`` the live records here holding the
-                term; the product is rounded to float32, as Cloud does.
+                term; the product is rounded to float32, as Cloud does. A count below the
+                live records here (a write landed after the caller counted) is raised to
+                that number.
 
         Returns:
             ``(id, score)`` pairs by descending score; equal scores by ascending id.
@@ -428,7 +433,7 @@ class SparseIndex:
 
         Raises:
             ValueError: ``limit`` is below 1, the query is invalid, or ``idf_records`` is
-                below the number of records in the index.
+                negative.
         """
         limit = operator.index(limit)
         if limit < 1:
@@ -448,11 +453,12 @@ class SparseIndex:
                 return []
         if idf_records is not None:
             n = operator.index(idf_records)
-            live = snap.n_slots - int(snap.dead_slots().shape[0])
-            if n < live:
-                raise ValueError(
-                    f"idf_records ({n}) must count at least the {live} records in the index"
-                )
+            if n < 0:
+                raise ValueError(f"idf_records must be non-negative, got {n}")
+            # The caller counts the collection before the search reads the index; a write
+            # that lands in between leaves it short by what was written then. The index's
+            # own live records are a floor that is never stale.
+            n = max(n, snap.n_slots - int(snap.dead_slots().shape[0]))
             if q_terms.shape[0]:
                 idf = bm25_idf(n, snap.term_counts(q_terms))
                 q_weights = (q_weights.astype(np.float32) * idf).astype(np.float64)

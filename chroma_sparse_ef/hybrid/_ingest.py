@@ -194,8 +194,10 @@ def embed_or_set_aside(
     The service refuses a whole request for one bad text (400, or 413 for a text over
     its limit), so a refused request is split in halves until the refused texts stand
     alone; those are set aside with the service's reason and the rest are embedded. Any
-    other failure (service unreachable, 5xx after retries, a wrong key) sets aside the
-    whole request's records: retrying them one by one would only multiply the failure.
+    other failure of this package's function (service unreachable, 5xx after retries, a
+    wrong key) sets aside the whole request's records: retrying them one by one would only
+    multiply the failure. Another package's function cannot tell those apart, so its
+    errors are split like a refusal.
 
     Returns:
         Vectors by record id, and the records set aside.
@@ -220,6 +222,18 @@ def embed_or_set_aside(
         except (EmbeddingError, OSError) as exc:
             reason = _reason(exc)
             aside.update(dict.fromkeys(part_ids, reason))
+            continue
+        except Exception as exc:
+            # Another package's function (chromadb's own SPLADE function raises RuntimeError
+            # for everything, a refused text included) cannot say whether one text or the
+            # service is at fault: split as for a refusal, so one bad text cannot keep a
+            # whole chunk out of the sparse leg, and never let it break a search.
+            if len(part_ids) == 1:
+                aside[part_ids[0]] = _reason(exc)
+                continue
+            half = len(part_ids) // 2
+            pending.append((part_ids[half:], part_texts[half:]))
+            pending.append((part_ids[:half], part_texts[:half]))
             continue
         vectors.update(zip(part_ids, got, strict=True))
     return vectors, SetAside(aside)

@@ -46,8 +46,8 @@ from .._chroma_compat import (
     OP_KNOWN,
     SQL_ALL_IDS,
     SQL_COUNT,
+    SQL_LOG_HAS,
     SQL_LOG_RANGE,
-    SQL_LOG_START,
     SQL_METADATA_SEGMENT,
     SQL_SEQ_ID,
     SQL_SEQ_TYPE,
@@ -176,10 +176,13 @@ class SqliteWatermark:
         return None if row is None else int(row[0])
 
     def _from_log(self, since: int, until: int) -> Changes | None:
-        start = self._connection.execute(SQL_LOG_START).fetchone()
-        # Chroma purges a prefix: history after `since` is whole only if the oldest row
-        # kept is at or before the first sequence number that could follow `since`.
-        if start is None or start[0] is None or int(start[0]) > since + 1:
+        # `since` is this collection's own last write when the cache last looked. Chroma
+        # purges each collection's log by prefix, so the history after it is whole only
+        # while that row is kept (with no write yet, nothing proves it: read the records).
+        if since <= 0:
+            return None
+        kept = self._connection.execute(SQL_LOG_HAS, (since, self._topic_pattern)).fetchone()
+        if kept is None:
             return None
         rows = self._connection.execute(
             SQL_LOG_RANGE, (since, until, self._topic_pattern)

@@ -218,7 +218,7 @@ def test_sqlite_schema_has_the_tables_and_columns_read(persistent: Any) -> None:
         queries = [
             (compat.SQL_METADATA_SEGMENT, ("x",)),
             (compat.SQL_SEQ_ID, ("x",)),
-            (compat.SQL_LOG_START, ()),
+            (compat.SQL_LOG_HAS, (1, "%/x")),
             (compat.SQL_LOG_RANGE, (0, 1, "%/x")),
             (compat.SQL_SEQ_TYPE, ("x",)),
             (compat.SQL_TOUCHED_SINCE, ("x", 0)),
@@ -254,10 +254,12 @@ def test_the_watermark_and_log_follow_every_write(persistent: Any) -> None:
         collection.add(ids=["d"], embeddings=[[2.0, 2.0]])
         after = db.execute(compat.SQL_SEQ_ID, (segment,)).fetchone()[0]
         assert int(after) > int(before), "max_seq_id of the METADATA segment did not move"
-        start = db.execute(compat.SQL_LOG_START).fetchone()[0]
-        assert start is not None, "embeddings_queue is empty after writes"
-        assert int(start) <= 1, "the log was purged on a tiny collection"
         pattern = compat.log_topic_pattern(str(collection.id))
+        assert db.execute(compat.SQL_LOG_HAS, (int(after), pattern)).fetchone() is not None, (
+            "the log has no row of this collection at its own max_seq_id: the watermark is "
+            "no longer the collection's last logged write, so catch-up cannot trust the log"
+        )
+        assert db.execute(compat.SQL_LOG_HAS, (int(after), "%/other")).fetchone() is None
         log = db.execute(compat.SQL_LOG_RANGE, (0, int(after), pattern)).fetchall()
         assert [(op, rid) for _, op, rid in log] == [
             (0, "a"),

@@ -234,6 +234,28 @@ def test_background_embedding_sets_aside_only_the_refused_texts() -> None:
     assert "ServiceError" in aside.reasons["r0"]
 
 
+def test_another_packages_function_error_sets_aside_only_the_failing_texts() -> None:
+    """A third-party function's RuntimeError (chromadb's own SPLADE function raises one for
+    any failure) never escapes a background refresh: the batch is split down to the text
+    it fails on, which is set aside, and the rest is embedded."""
+    from chromadb.api.types import SparseVector
+
+    from chroma_sparse_ef.hybrid._ingest import embed_or_set_aside
+
+    def function(texts: list[str]) -> list[SparseVector]:
+        if any("bad" in t for t in texts):
+            raise RuntimeError("Failed to get embeddings: 400")
+        return [SparseVector(indices=[len(t)], values=[1.0]) for t in texts]
+
+    ids = [f"r{i}" for i in range(6)]
+    texts = [f"text {i}" for i in range(6)]
+    texts[2] = "bad text"
+    vectors, aside = embed_or_set_aside(function, ids, texts)
+    assert sorted(vectors) == [rid for rid in ids if rid != "r2"]
+    assert list(aside.reasons) == ["r2"]
+    assert aside.reasons["r2"].startswith("RuntimeError")
+
+
 def test_ingest_writes_bounded_chunks_in_order_and_stops_at_a_failure() -> None:
     """Chunks never exceed WRITE_CHUNK or the batch size; a failure keeps earlier chunks."""
     from chroma_sparse_ef import InvalidRequestError

@@ -136,8 +136,20 @@ def test_idf_scaled_weight_is_rounded_to_float32_before_scoring() -> None:
     assert got["b"] == float(q[1]) * 1.0
 
 
-def test_idf_records_below_the_index_size_is_refused() -> None:
-    """n must count at least every record the index holds."""
-    index = SparseIndex.build(["a", "b"], [[1], [1]], [[1.0], [1.0]])
+def test_a_count_made_before_a_concurrent_write_is_raised_to_the_live_records() -> None:
+    """A caller counts n, then a write lands before the search reads the index: the search
+    uses the index's live records as n instead of failing (a search beside a writer)."""
+    index = SparseIndex.build(["a", "b"], [[1], [1, 2]], [[1.0], [1.0, 1.0]])
+    n = 2  # counted first
+    index.upsert(["c"], [[1]], [[1.0]])  # another thread's add lands here
+    got = dict(index.search([1], [1.0], 10, idf_records=n))
+    want = dict(index.search([1], [1.0], 10, idf_records=3))
+    assert got == want
+    assert float(index.idf([1], n)[0]) == float(bm25_idf(3, np.array([3]))[0])
+
+
+def test_a_negative_record_count_is_refused() -> None:
+    """idf_records below zero is a caller's bug, not a race: it raises."""
+    index = SparseIndex.build(["a"], [[1]], [[1.0]])
     with pytest.raises(ValueError, match="idf_records"):
-        index.search([1], [1.0], 1, idf_records=1)
+        index.search([1], [1.0], 1, idf_records=-1)
