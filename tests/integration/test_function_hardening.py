@@ -69,6 +69,10 @@ def interrupted_sync(
         sent_at.append(time.monotonic())
         signal.pthread_kill(main, signal.SIGINT)
 
+    # Python raises KeyboardInterrupt on SIGINT only where SIGINT was not ignored when it
+    # started; a run launched in the background by a non-interactive shell (as CI may be)
+    # inherits SIGINT ignored. Ctrl-C in a terminal is what is simulated, so its handler is.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     interrupter = threading.Thread(target=interrupt_once_answering, daemon=True)
     interrupter.start()
     try:
@@ -77,6 +81,7 @@ def interrupted_sync(
         return exc, time.monotonic() - sent_at[0]
     finally:
         done.set()
+        signal.signal(signal.SIGINT, previous)
     raise AssertionError("the call was not interrupted")
 
 
