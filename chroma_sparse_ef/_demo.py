@@ -347,6 +347,10 @@ def _describe(console: Console, setup: Setup) -> None:
     console.print(f"[bold]sparse[/bold]  {setup.sparse_source}")
     console.print(f"[bold]dense[/bold]   {setup.dense}")
     console.print(f"[bold]chroma[/bold]  {setup.chroma_source}")
+    if setup.collection.backend == "local":
+        from .hybrid._kernel import describe
+
+        console.print(f"[bold]index[/bold]   {describe()}")
 
 
 def _show(console: Console, query: str, results: dict[Mode, SearchResults]) -> None:

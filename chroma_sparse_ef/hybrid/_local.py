@@ -31,6 +31,7 @@ from ._codec import encode_sparse_vector
 from ._coherence import CacheCoherence, PendingRecord, fingerprint, is_embedded
 from ._index import SparseIndex
 from ._ingest import WriteSummary, embed_dense, embed_sparse, ingest, send
+from ._kernel import warm_up
 from ._local_search import LocalSearch
 from ._persist import SnapshotStore, vector_hash
 from ._plan import local_plan, plan_from_search
@@ -84,6 +85,8 @@ class LocalBackend:
             store=store,
         )
         self._search = LocalSearch(self._cache, self.reserved, bm25=bm25)
+        # Compile (or load) the scoring kernel while the index is being read.
+        warm_up()
 
     @property
     def index(self) -> SparseIndex | None:

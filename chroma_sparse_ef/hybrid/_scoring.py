@@ -1,8 +1,10 @@
-"""Which exact path answers a query: direct, pruned or exhaustive (see `_index`).
+"""Which exact path answers a query: direct, compiled, pruned or exhaustive (see `_index`).
 
-All three sum the same float64 products in ascending term order, so they return the same
+All four sum the same float64 products in ascending term order, so they return the same
 ids and bit-identical scores; the choice is only about speed, and each threshold below
-says where its number comes from.
+says where its number comes from. A small ``allowed`` set is scored directly; otherwise
+the compiled kernel (`_kernel`, when numba is installed) answers; without it, numpy
+prunes where the bounds can pay off and scores exhaustively elsewhere.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from ._kernel import kernel_top
 from ._pruning import exact_scores, pruned_top, select_top
 from ._segments import Segment
 
@@ -62,13 +65,16 @@ def top_k(
         scores, matched = exact_scores(segments, q_terms, q_weights, cand)
         return select_top(cand[matched], scores[matched], limit, slot_ids)
     positive = all_positive and bool(np.all(q_weights > 0))
+    eligible = alive
+    if allowed_slots is not None:
+        eligible = np.zeros(n_slots, dtype=np.bool_)
+        eligible[allowed_slots] = True
+        eligible &= alive
+    compiled = kernel_top(segments, eligible, q_terms, q_weights, limit, positive)
+    if compiled is not None:
+        return select_top(*compiled, limit, slot_ids)
     postings, long_terms = _query_cost(segments, q_terms)
     if positive and postings >= _PRUNE_MIN_POSTINGS and long_terms <= _PRUNE_MAX_LONG_TERMS:
-        eligible = alive
-        if allowed_slots is not None:
-            eligible = np.zeros(n_slots, dtype=np.bool_)
-            eligible[allowed_slots] = True
-            eligible &= alive
         pruned = pruned_top(segments, n_slots, eligible, q_terms, q_weights, limit)
         if pruned is not None:
             return select_top(*pruned, limit, slot_ids)

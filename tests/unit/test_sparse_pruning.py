@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import numpy.typing as npt
 import pytest
 
-from chroma_sparse_ef.hybrid import _index, _pruning, _scoring, _segments
+from chroma_sparse_ef.hybrid import _index, _kernel, _pruning, _scoring, _segments
 from chroma_sparse_ef.hybrid._index import SparseIndex
 
 Query = tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]
+
+
+@pytest.fixture(autouse=True)
+def numpy_path() -> Iterator[None]:
+    """The numpy paths: the compiled kernel (when installed) would answer every query."""
+    with _kernel.pinned("numpy"):
+        yield
 
 
 @pytest.fixture(autouse=True)
