@@ -7,16 +7,19 @@ queries of 30 (and 4) terms, Zipf-distributed over BERT's 30,522 tokens. Prints,
 run (the machine may be shared: compare the ratios, which are measured side by side):
 
 (a) scaling: build time, memory (bytes per posting against the 8-byte floor of an int32
-    slot and a float32 weight, peak during the build), top-10/100 latency per size;
+    slot and a float32 weight, peak during the build), top-10/100 latency per size, with
+    the compiled kernel (all threads, and one thread) and with the numpy path;
 (b) at 100k documents, side by side on the same matrix and the same query weights: this
-    index (as it chooses, and forced exhaustive), bm25s scoring the same precomputed
+    index (compiled kernel; numpy path as it chooses; numpy path forced exhaustive), bm25s
+    scoring the same precomputed
     matrix, scipy's CSC column gather (the fair baseline), a scipy CSR scan and a numpy
     full scan, each one's top-k checked against ours (asserted); 30-term queries and
     4-term queries, with Chroma Cloud's BM25 IDF off and on;
 (c) reopen: decode 100k codec strings and build the index;
 (d) writes after a build: single-record upserts into the 100k index.
 
-Needs the bench extra: ``pip install 'chroma-sparse-ef[bench]'`` (bm25s, scipy).
+Needs the bench extra: ``pip install 'chroma-sparse-ef[bench]'`` (bm25s, scipy), and the
+fast extra (numba) for the compiled rows; without it they are reported as numpy.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _synthetic import BERT_VOCAB_SIZE, SyntheticCorpus
 
-from chroma_sparse_ef.hybrid import _scoring
+from chroma_sparse_ef.hybrid import _kernel, _scoring
 from chroma_sparse_ef.hybrid._codec import (
     decode_sparse_vectors,
     encode_sparse_vector,
@@ -85,13 +88,25 @@ def peak_rss() -> int:
 
 @contextlib.contextmanager
 def exhaustive_only() -> Iterator[None]:
-    """Force the exhaustive path, to time it against pruning in the same run."""
+    """Force numpy's exhaustive path, to time it against pruning in the same run."""
     saved = _scoring._PRUNE_MIN_POSTINGS
     _scoring._PRUNE_MIN_POSTINGS = 2**62
     try:
-        yield
+        with _kernel.pinned("numpy"):
+            yield
     finally:
         _scoring._PRUNE_MIN_POSTINGS = saved
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """The compiled kernel on one thread (what a busy server gets per query)."""
+    saved = _kernel.PARALLEL_MIN_POSTINGS
+    _kernel.PARALLEL_MIN_POSTINGS = 2**62
+    try:
+        yield
+    finally:
+        _kernel.PARALLEL_MIN_POSTINGS = saved
 
 
 def ms(seconds: float) -> str:
@@ -140,12 +155,20 @@ def median_p95(samples: list[float]) -> tuple[float, float]:
 
 
 def searcher(
-    index: SparseIndex, k: int, allowed: set[str] | None = None
+    index: SparseIndex,
+    k: int,
+    allowed: set[str] | None = None,
+    within: Callable[[], contextlib.AbstractContextManager[object]] = contextlib.nullcontext,
 ) -> Callable[[Query], object]:
     def search(q: Query) -> object:
-        return index.search(q[0], q[1], k, allowed=allowed)
+        with within():
+            return index.search(q[0], q[1], k, allowed=allowed)
 
     return search
+
+
+def numpy_path() -> contextlib.AbstractContextManager[object]:
+    return _kernel.pinned("numpy")
 
 
 def doc_ids(n: int) -> list[str]:
@@ -157,9 +180,11 @@ def doc_ids(n: int) -> list[str]:
 
 def scaling(sizes: list[int], queries: list[Query], corpus: SyntheticCorpus) -> CSR | None:
     print(f"\n(a) Scaling: build, memory, top-k latency ({len(queries)} queries of 30 terms)")
+    print(f"compiled rows: {_kernel.describe()}; up to {_kernel.MAX_THREADS} threads per query")
     print(
         f"{'docs':>9} {'nnz':>12} {'build':>8} {'nbytes':>9} {'B/post':>7} {'peak+':>8} "
-        f"{'top10 med':>10} {'p95':>9} {'top100 med':>10} {'p95':>9}"
+        f"{'top10 med':>10} {'p95':>9} {'top100 med':>10} {'p95':>9} "
+        f"{'1 thread':>10} {'numpy':>10} {'numpy/us':>8}"
     )
     kept: CSR | None = None
     for n in sizes:
@@ -177,10 +202,13 @@ def scaling(sizes: list[int], queries: list[Query], corpus: SyntheticCorpus) -> 
         row: list[float] = []
         for k in (10, 100):
             row += median_p95(latencies(searcher(index, k), queries))
+        row.append(median_p95(latencies(searcher(index, 10, within=one_thread), queries))[0])
+        row.append(median_p95(latencies(searcher(index, 10, within=numpy_path), queries))[0])
         print(
             f"{n:>9,} {nnz:>12,} {build:>7.2f}s {index.nbytes / 2**20:>7.1f}Mi "
             f"{index.nbytes / nnz:>7.2f} {peak / 2**20:>6.0f}Mi "
             + " ".join(f"{ms(x):>9}" for x in row)
+            + f" {row[-1] / row[0]:>7.2f}x"
         )
         if n == 100_000:
             kept = csr
@@ -193,7 +221,9 @@ def scaling(sizes: list[int], queries: list[Query], corpus: SyntheticCorpus) -> 
         del index, csr, ids
     print(
         "B/post: index bytes per posting (floor: 8 = int32 slot + float32 weight); "
-        "peak+: peak RSS growth during the build, on top of the input CSR (8 B/posting)"
+        "peak+: peak RSS growth during the build, on top of the input CSR (8 B/posting); "
+        "1 thread: compiled top10 median on one thread; numpy: top10 median without the "
+        "compiled kernel; numpy/us: how many times slower that is"
     )
     return kept
 
@@ -208,6 +238,7 @@ def side_by_side(csr: CSR, queries: list[Query], k: int, label: str) -> None:
     # bm25s weighs each query token 1; give every method the same binary query weights.
     binary = [(q, np.ones(q.shape[0], dtype=np.float32)) for q, _ in queries]
     print(f"\n(b) {n:,} docs, top {k}, {label}, unit query weights, {len(binary)} queries")
+    print(f"this index: {_kernel.describe()}")
 
     index = SparseIndex.from_csr(ids, *csr)
     doc_major = sp.csr_matrix(
@@ -234,12 +265,20 @@ def side_by_side(csr: CSR, queries: list[Query], k: int, label: str) -> None:
     def ours(q: Query) -> list[int]:
         return [int(i[4:]) for i, _ in index.search(q[0], q[1], k)]
 
+    def ours_numpy(q: Query) -> list[int]:
+        with _kernel.pinned("numpy"):
+            return ours(q)
+
     def ours_exhaustive(q: Query) -> list[int]:
         with exhaustive_only():
             return ours(q)
 
     def ours_idf(q: Query) -> list[int]:
         return [int(i[4:]) for i, _ in index.search(q[0], q[1], k, idf_records=n)]
+
+    def ours_idf_numpy(q: Query) -> list[int]:
+        with _kernel.pinned("numpy"):
+            return ours_idf(q)
 
     def ours_idf_exhaustive(q: Query) -> list[int]:
         with exhaustive_only():
@@ -286,13 +325,15 @@ def side_by_side(csr: CSR, queries: list[Query], k: int, label: str) -> None:
     idf_binary = [(q, idf_weights((q, w))) for q, w in binary]
     methods: dict[str, tuple[Callable[[Query], list[int]], bool]] = {
         "this index": (ours, False),
-        "this index, exhaustive": (ours_exhaustive, False),
+        "  numpy path": (ours_numpy, False),
+        "  numpy, exhaustive": (ours_exhaustive, False),
         "bm25s 0.3 retrieve": (with_bm25s, False),
         "scipy CSC column gather": (csc_gather, False),
         "scipy CSR full scan": (scipy_scan, False),
         "numpy full scan": (numpy_scan, False),
         "this index, IDF on": (ours_idf, True),
-        "  same, exhaustive": (ours_idf_exhaustive, True),
+        "  numpy path, IDF on": (ours_idf_numpy, True),
+        "  numpy, exhaustive, IDF": (ours_idf_exhaustive, True),
         "scipy CSC gather, IDF": (csc_gather_idf, True),
     }
     reference = [ours(q) for q in binary]

@@ -97,6 +97,9 @@ class _State:
 _state: _State | None = None
 _state_lock = threading.Lock()
 _decide_lock = threading.Lock()
+#: Decisions already taken, by choice: the environment and numba do not change within a
+#: process (tests that simulate a missing numba clear this).
+_decided: dict[str, _State] = {}
 _pool: ThreadPoolExecutor | None = None
 
 
@@ -117,6 +120,10 @@ def select_kernel(prefer: KernelChoice | None = None) -> str:
             f"{KERNEL_ENV_VAR} must be 'auto', 'numba' or 'numpy', got {choice!r}"
         )
     with _state_lock:
+        known = _decided.get(choice)
+        if known is not None:
+            _state = known
+            return known.reason
         if choice == "numpy":
             _state = _State(None, f"sparse index: numpy path ({KERNEL_ENV_VAR}=numpy)")
         else:
@@ -133,9 +140,21 @@ def select_kernel(prefer: KernelChoice | None = None) -> str:
                     "sparse index: numpy path (numba is not installed; "
                     f"{_INSTALL} for the compiled kernel)",
                 )
+            except Exception as exc:
+                # numba is there but cannot compile or cache here (an unsupported numpy,
+                # no writable cache folder): the numpy path gives the same results.
+                if choice == "numba":
+                    raise ConfigurationError(
+                        f"{KERNEL_ENV_VAR}=numba but the kernel failed to compile: "
+                        f"{type(exc).__name__}: {exc}"
+                    ) from exc
+                _state = _State(
+                    None,
+                    f"sparse index: numpy path (numba failed: {type(exc).__name__}: {exc})",
+                )
             else:
                 _state = _State(kernel, f"sparse index: compiled kernel (numba {version})")
-        state = _state
+        _decided[choice] = state = _state
     _log.info("%s", state.reason)
     return state.reason
 
@@ -277,8 +296,21 @@ def _thread_pool() -> ThreadPoolExecutor:
 
 
 def _compile() -> tuple[Callable[..., tuple[_I64, _F64]], str]:
-    """Import numba and return the compiled kernel (raises ImportError without numba)."""
+    """Import numba and compile the kernel now (raises ImportError without numba).
+
+    Compiling here, on a two-record segment with the argument types searches use, means
+    a failure shows at decision time (and `warm_up` really does the work early).
+    """
     # import_module consults sys.modules, so a numba that cannot be imported is seen even
     # when this module was imported before.
     module = importlib.import_module(f"{__package__}._kernel_numba")
-    return module.block_top_k, module.numba_version()
+    kernel: Callable[..., tuple[_I64, _F64]] = module.block_top_k
+    slots = np.array([0, 1], dtype=np.int32)
+    weights = np.array([1.0, 2.0], dtype=np.float32)
+    runs = np.array([0], dtype=np.int64), np.array([2], dtype=np.int64)
+    got = kernel(
+        slots, weights, *runs, np.ones(1), np.ones(2, np.bool_), 0, 2, 1, True, BLOCK_SLOTS
+    )
+    if got[0].tolist() != [1] or got[1].tolist() != [2.0]:
+        raise RuntimeError(f"the compiled kernel gave {got} on a known input")
+    return kernel, module.numba_version()

@@ -190,6 +190,7 @@ def test_without_numba_auto_falls_back_and_numba_names_the_install_command(
     """numba unimportable: ``auto`` scores with numpy and says how to get the kernel."""
     monkeypatch.setitem(sys.modules, "numba", None)  # makes `import numba` fail
     monkeypatch.delitem(sys.modules, "chroma_sparse_ef.hybrid._kernel_numba", raising=False)
+    monkeypatch.setattr(_kernel, "_decided", {})
     with _kernel.pinned("auto") as reason:
         assert "numba is not installed" in reason
         assert "pip install 'chroma-sparse-ef[fast]'" in reason
