@@ -284,6 +284,16 @@ def _runs(seg: Segment, q_terms: _U32, q_weights: _F64) -> tuple[_I64, _I64, _F6
     return starts[keep], ends[keep], weights[keep]
 
 
+def _forget_pool() -> None:
+    """In a forked child: the parent's pool threads do not exist here (and its idle count
+    would make every hand-off wait forever), so the child starts its own pool."""
+    global _pool
+    _pool = None
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
+
 def _thread_pool() -> ThreadPoolExecutor:
     global _pool
     with _state_lock:
