@@ -180,7 +180,7 @@ def doc_ids(n: int) -> list[str]:
 
 def scaling(sizes: list[int], queries: list[Query], corpus: SyntheticCorpus) -> CSR | None:
     print(f"\n(a) Scaling: build, memory, top-k latency ({len(queries)} queries of 30 terms)")
-    print(f"compiled rows: {_kernel.describe()}; up to {_kernel.MAX_THREADS} threads per query")
+    print(f"compiled rows: {_kernel.describe()}; {_kernel.THREADS} threads per query")
     print(
         f"{'docs':>9} {'nnz':>12} {'build':>8} {'nbytes':>9} {'B/post':>7} {'peak+':>8} "
         f"{'top10 med':>10} {'p95':>9} {'top100 med':>10} {'p95':>9} "

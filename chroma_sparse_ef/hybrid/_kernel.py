@@ -71,8 +71,10 @@ BLOCK_SLOTS = 32_768
 #: part's fixed cost (a thread hand-off and a binary search per run) is ~0.1 ms, and below
 #: ~1 ms of work a second thread does not pay; 2M postings is ~2 ms on one core.
 PARALLEL_MIN_POSTINGS = 2_000_000
-#: At most this many threads per query (and in the shared pool).
-MAX_THREADS = 4
+#: Threads per query, and in the shared pool: the machine's cores, at most 4 (a 30-term
+#: query at 1M records reads ~72 MB of postings; past a few cores memory bandwidth, not
+#: cores, is the limit). Read once: ``os.cpu_count`` costs ~20 us per call.
+THREADS = min(4, os.cpu_count() or 1)
 
 _INSTALL = "pip install 'chroma-sparse-ef[fast]'"
 
@@ -242,7 +244,7 @@ def kernel_top(
         parts.append((seg, starts, ends, weights, lo, hi))
     if not parts:
         return np.empty(0, np.int64), np.empty(0, np.float64)
-    threads = min(MAX_THREADS, os.cpu_count() or 1)
+    threads = THREADS
     if total < PARALLEL_MIN_POSTINGS or threads < 2:
         calls = parts
     else:
@@ -299,7 +301,7 @@ def _thread_pool() -> ThreadPoolExecutor:
     with _state_lock:
         if _pool is None:
             _pool = ThreadPoolExecutor(
-                max_workers=min(MAX_THREADS, os.cpu_count() or 1),
+                max_workers=THREADS,
                 thread_name_prefix="chroma-sparse-ef-score",
             )
         return _pool

@@ -26,8 +26,7 @@ def compiled() -> Iterator[None]:
 def test_a_forked_child_searches_with_threads_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
     """After the parent used the thread pool, a forked child's split search still returns."""
     monkeypatch.setattr(_kernel, "PARALLEL_MIN_POSTINGS", 0)
-    monkeypatch.setattr(_kernel, "MAX_THREADS", 2)
-    monkeypatch.setattr(_kernel.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(_kernel, "THREADS", 2)
     index = SparseIndex.build(
         [f"r{i}" for i in range(500)], [np.array([1, 2])] * 500,
         [np.array([1.0, float(i)], np.float32) for i in range(500)],

@@ -29,8 +29,7 @@ def many_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
     """Small blocks, threads for every query and tiers on short lists: every code path."""
     monkeypatch.setattr(_kernel, "BLOCK_SLOTS", 64)
     monkeypatch.setattr(_kernel, "PARALLEL_MIN_POSTINGS", 0)
-    monkeypatch.setattr(_kernel, "MAX_THREADS", 3)
-    monkeypatch.setattr(_kernel.os, "cpu_count", lambda: 3)
+    monkeypatch.setattr(_kernel, "THREADS", 3)
     monkeypatch.setattr(_segments, "TIER_MIN_POSTINGS", 16)
 
 
@@ -146,8 +145,7 @@ def test_kernel_keeps_every_tie_at_the_kth_score_across_threads(
     """Thousands of equal scores split over threads and blocks: the smallest ids win."""
     monkeypatch.setattr(_kernel, "BLOCK_SLOTS", 128)
     monkeypatch.setattr(_kernel, "PARALLEL_MIN_POSTINGS", 0)
-    monkeypatch.setattr(_kernel, "MAX_THREADS", 4)
-    monkeypatch.setattr(_kernel.os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(_kernel, "THREADS", 4)
     n = 5000
     ids = [f"r{i:05d}" for i in range(n)]
     rng = np.random.default_rng(5)
