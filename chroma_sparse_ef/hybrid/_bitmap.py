@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["clear", "extend", "full", "is_valid", "pack", "test", "unpack"]
+__all__ = ["clear", "extend", "full", "is_valid", "pack", "test", "unpack", "unpack_range"]
 
 _U8 = npt.NDArray[np.uint8]
 _Bool = npt.NDArray[np.bool_]
@@ -34,6 +34,13 @@ def full(n_slots: int) -> _U8:
 def unpack(bits: _U8, n_slots: int) -> _Bool:
     """The bool mask of a bitmap's first ``n_slots`` slots (a new array)."""
     return np.unpackbits(bits, count=n_slots).view(np.bool_)
+
+
+def unpack_range(bits: _U8, start: int, stop: int) -> _Bool:
+    """The bool mask of slots ``start:stop`` only (a new array): costs what it covers."""
+    first = start // 8
+    mask = np.unpackbits(bits[first : -(-stop // 8)], count=stop - 8 * first).view(np.bool_)
+    return mask[start - 8 * first :]
 
 
 def test(bits: _U8, slots: npt.NDArray[np.integer]) -> _Bool:

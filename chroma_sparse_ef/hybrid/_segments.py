@@ -402,12 +402,20 @@ def merge_postings(
     segments: list[Segment],
     alive: _Bool,
     new_slot: _I64 | None,
+    *,
+    first_slot: int = 0,
 ) -> Segment:
     """One segment from older-to-newer segments, dropping dead slots.
 
     Older segments hold smaller slots, so concatenating in age order and sorting stably by
     term keeps slots ascending within a term that no input had tiered; tiered ones are
     re-sorted.
+
+    Args:
+        segments: Oldest first.
+        alive: Whether slot ``first_slot + i`` is live, for every slot the segments hold.
+        new_slot: If given, the slot each kept slot is renumbered to.
+        first_slot: The slot ``alive[0]`` stands for.
     """
     slot_list: list[_I32] = []
     term_list: list[npt.NDArray[np.uint32]] = []
@@ -416,7 +424,7 @@ def merge_postings(
     for seg in segments:
         tiered.append(seg.tiered_terms())
         slots, terms, weights = seg.postings()
-        keep = alive[slots]
+        keep = alive[slots - first_slot] if first_slot else alive[slots]
         kept_slots = slots[keep]
         if new_slot is not None:
             kept_slots = new_slot[kept_slots].astype(np.int32)
