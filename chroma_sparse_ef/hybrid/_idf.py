@@ -32,6 +32,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
+from . import _bitmap
 from ._segments import TIERS, Segment
 
 __all__ = ["bm25_idf", "live_term_counts"]
@@ -39,10 +40,10 @@ __all__ = ["bm25_idf", "live_term_counts"]
 _F32 = npt.NDArray[np.float32]
 _I64 = npt.NDArray[np.int64]
 _U32 = npt.NDArray[np.uint32]
-_Bool = npt.NDArray[np.bool_]
+_U8 = npt.NDArray[np.uint8]
 
 #: A binary search for one dead slot in one tier costs about as much as testing this
-#: many postings against the alive mask (a guess on the safe side: ~log2 of a tier).
+#: many postings against the alive bitmap (a guess on the safe side: ~log2 of a tier).
 _SEARCH_COST = 24
 
 
@@ -63,12 +64,12 @@ def bm25_idf(n: npt.ArrayLike, n_t: npt.ArrayLike) -> _F32:
     return np.asarray(np.log1p(ratio.astype(np.float64)).astype(np.float32), dtype=np.float32)
 
 
-def live_term_counts(segments: Sequence[Segment], alive: _Bool, dead: _I64, q_terms: _U32) -> _I64:
+def live_term_counts(segments: Sequence[Segment], alive: _U8, dead: _I64, q_terms: _U32) -> _I64:
     """How many live records hold each query term.
 
     Args:
         segments: The index's segments.
-        alive: Per slot, whether it is live.
+        alive: Per slot, whether it is live (a `_bitmap`).
         dead: The dead slots, sorted.
         q_terms: Sorted distinct term ids.
 
@@ -85,7 +86,8 @@ def live_term_counts(segments: Sequence[Segment], alive: _Bool, dead: _I64, q_te
             if dead.shape[0] == 0:
                 counts[qi] += total
             elif total <= dead.shape[0] * _SEARCH_COST:
-                counts[qi] += int(np.count_nonzero(alive[seg.slots[start:end]]))
+                # Only the term's own postings are tested: no mask over every slot.
+                counts[qi] += int(np.count_nonzero(_bitmap.test(alive, seg.slots[start:end])))
             else:
                 gone = 0
                 for j in range(TIERS):

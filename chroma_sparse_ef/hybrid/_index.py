@@ -27,8 +27,8 @@ the tombstones of the snapshot the search reads (cached per snapshot).
 
 Writes. `build` loads everything into one segment (`from_csr_pages`: a few, page by
 page, to bound the peak; a snapshot file restores the segments as they were). Each later `upsert` batch becomes a new
-small segment with fresh slots; the replaced slots are marked dead in an ``alive`` mask
-(tombstones). Segments are merged like a binary counter (the newer two when the older is
+small segment with fresh slots; the replaced slots are marked dead in the ``alive``
+bitmap (tombstones; 1 bit per slot, `_bitmap`). Segments are merged like a binary counter (the newer two when the older is
 not `_MERGE_FACTOR` times larger), which keeps O(log n) segments and O(log n) amortised
 merge work per posting; merges drop dead postings. When dead slots pass
 `_COMPACT_DEAD_FRACTION`, everything is rebuilt into one segment with renumbered slots.
@@ -56,6 +56,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from . import _bitmap
 from ._idf import bm25_idf, live_term_counts
 from ._index_input import concat_records, validate_csr, validate_query
 from ._scoring import top_k
@@ -83,6 +84,7 @@ _F64 = npt.NDArray[np.float64]
 _I32 = npt.NDArray[np.int32]
 _I64 = npt.NDArray[np.int64]
 _U32 = npt.NDArray[np.uint32]
+_U8 = npt.NDArray[np.uint8]
 _Bool = npt.NDArray[np.bool_]
 
 
@@ -91,11 +93,11 @@ class _Snapshot:
     """Everything a search reads. Never mutated once published.
 
     ``slot_ids`` is shared with later snapshots, which only append to it; a search reads
-    only its first ``n_slots`` entries.
+    only its first ``n_slots`` entries. ``alive`` is a `_bitmap` of ``n_slots`` slots.
     """
 
     segments: tuple[Segment, ...]
-    alive: _Bool
+    alive: _U8
     slot_ids: list[str]
     n_slots: int
     #: Lazily filled caches of values derived from the fields above (so safe to share).
@@ -109,10 +111,14 @@ class _Snapshot:
         """Sorted dead slots (cached)."""
         dead = self.cache.get("dead")
         if dead is None:
-            dead = np.flatnonzero(~self.alive).astype(np.int64)
+            dead = np.flatnonzero(~self.alive_mask()).astype(np.int64)
             self.cache["dead"] = dead
         assert isinstance(dead, np.ndarray)
         return dead
+
+    def alive_mask(self) -> _Bool:
+        """``alive`` as one bool per slot: a new array, for the caller's call only."""
+        return _bitmap.unpack(self.alive, self.n_slots)
 
     def term_counts(self, q_terms: _U32) -> _I64:
         """Live records holding each query term (cached per term)."""
@@ -140,12 +146,13 @@ class IndexState:
 
     Attributes:
         slot_ids: The record id of every slot, dead ones included.
-        alive: Per slot, whether it holds a live record.
+        alive: Per slot, whether it holds a live record: a `_bitmap` of
+            ``len(slot_ids)`` slots (pad bits 0).
         segments: The postings segments, oldest first.
     """
 
     slot_ids: list[str]
-    alive: _Bool
+    alive: _U8
     segments: tuple[Segment, ...]
 
 
@@ -165,7 +172,7 @@ class SparseIndex:
 
     def __init__(self) -> None:
         # A fresh list per index: writers append to ``slot_ids`` in place.
-        self._snap = _Snapshot(segments=(), alive=np.zeros(0, np.bool_), slot_ids=[], n_slots=0)
+        self._snap = _Snapshot(segments=(), alive=_bitmap.full(0), slot_ids=[], n_slots=0)
         self._slot_of: dict[str, int] = {}
         self._lock = threading.Lock()
         self._write_lock = threading.Lock()
@@ -269,7 +276,7 @@ class SparseIndex:
         index._slot_of = slot_of
         index._snap = _Snapshot(
             tuple(seg for seg in segments if seg.nnz),
-            np.ones(len(slot_ids), dtype=np.bool_),
+            _bitmap.full(len(slot_ids)),
             slot_ids,
             len(slot_ids),
         )
@@ -309,8 +316,9 @@ class SparseIndex:
             gone = {i: slot_of[i] for i in ids if i in slot_of}
             if not gone:
                 return
-            alive = snap.alive.copy()
-            alive[np.fromiter(gone.values(), dtype=np.int64, count=len(gone))] = False
+            alive = _bitmap.clear(
+                snap.alive, np.fromiter(gone.values(), dtype=np.int64, count=len(gone))
+            )
             new = _Snapshot(snap.segments, alive, snap.slot_ids, snap.n_slots)
             with self._lock:
                 for i in gone:
@@ -336,15 +344,14 @@ class SparseIndex:
         with self._write_lock:
             snap = self._snap
             base = snap.n_slots
-            alive = np.ones(base + n_new, dtype=np.bool_)
-            alive[:base] = snap.alive
+            alive = _bitmap.extend(snap.alive, base, n_new)
             replaced = [s for s in map(self._slot_of.get, ids) if s is not None]
             if replaced:
-                alive[np.asarray(replaced, dtype=np.int64)] = False
+                alive = _bitmap.clear(alive, np.asarray(replaced, dtype=np.int64))
             segments = snap.segments
             if terms.shape[0]:
                 fresh = Segment.from_records(base, [(indptr, terms, weights)])
-                segments = _merge_tail((*segments, fresh), alive)
+                segments = _merge_tail((*segments, fresh), alive, base + n_new)
             slot_ids = snap.slot_ids
             slot_ids.extend(ids)
             new = _Snapshot(segments, alive, slot_ids, base + n_new)
@@ -363,13 +370,15 @@ class SparseIndex:
 
     def _compact(self) -> None:
         snap = self._snap
-        live = np.flatnonzero(snap.alive)
-        new_slot = np.cumsum(snap.alive, dtype=np.int64) - 1
-        segment = merge_postings(list(snap.segments), snap.alive, new_slot)
+        mask = snap.alive_mask()
+        live = np.flatnonzero(mask)
+        new_slot = np.cumsum(mask, dtype=np.int64) - 1
+        segment = merge_postings(list(snap.segments), mask, new_slot)
+        del mask, new_slot
         slot_ids = [snap.slot_ids[s] for s in live.tolist()]
         slot_of = {record_id: s for s, record_id in enumerate(slot_ids)}
         segments = (segment,) if segment.nnz else ()
-        new = _Snapshot(segments, np.ones(len(slot_ids), dtype=np.bool_), slot_ids, len(slot_ids))
+        new = _Snapshot(segments, _bitmap.full(len(slot_ids)), slot_ids, len(slot_ids))
         with self._lock:
             self._slot_of = slot_of
             self._snap = new
@@ -466,7 +475,7 @@ class SparseIndex:
             return []
         return top_k(
             snap.segments,
-            snap.alive,
+            snap.alive_mask(),
             snap.slot_ids,
             q_terms,
             q_weights,
@@ -485,15 +494,15 @@ class SparseIndex:
 
         Raises:
             ValueError: The arrays do not describe an index (lengths or slots disagree,
-                or two live slots share an id).
+                the bitmap's pad bits are set, or two live slots share an id).
         """
         n_slots = len(state.slot_ids)
-        if state.alive.shape != (n_slots,) or state.alive.dtype != np.bool_:
-            raise ValueError("alive must be one bool per slot")
+        if not _bitmap.is_valid(state.alive, n_slots):
+            raise ValueError("alive must be a bitmap of one bit per slot, pad bits 0")
         for seg in state.segments:
             if seg.nnz and (int(seg.slots.min()) < 0 or int(seg.slots.max()) >= n_slots):
                 raise ValueError("a segment refers to a slot out of range")
-        live = np.flatnonzero(state.alive).tolist()
+        live = np.flatnonzero(_bitmap.unpack(state.alive, n_slots)).tolist()
         slot_of = {state.slot_ids[s]: s for s in live}
         if len(slot_of) != len(live):
             raise ValueError("two live slots hold the same id")
@@ -515,7 +524,7 @@ class SparseIndex:
 
     @property
     def nbytes(self) -> int:
-        """Bytes held in numpy arrays (postings and the alive mask).
+        """Bytes held in numpy arrays (postings, per-term bounds and the alive bitmap).
 
         The id map (Python strings, a dict and a list) comes on top: roughly 100-150
         bytes per record for short ids.
@@ -537,13 +546,18 @@ class SparseIndex:
 # ---------------------------------------------------------------------- merging
 
 
-def _merge_tail(segments: tuple[Segment, ...], alive: _Bool) -> tuple[Segment, ...]:
+def _merge_tail(segments: tuple[Segment, ...], alive: _U8, n_slots: int) -> tuple[Segment, ...]:
     """Merge the newest segments while the older is not `_MERGE_FACTOR` times larger."""
     segs = list(segments)
     while len(segs) >= 2 and segs[-2].nnz < _MERGE_FACTOR * segs[-1].nnz:
         newer = segs.pop()
         older = segs.pop()
-        merged = merge_postings([older, newer], alive, None)
+        # Only the slots these two hold, from the older one's first on: a small merge
+        # into a large index does not unpack the whole bitmap (51 us at 1M slots).
+        first = min((int(seg.slots.min()) for seg in (older, newer) if seg.nnz), default=0)
+        mask = _bitmap.unpack_range(alive, first, n_slots)
+        merged = merge_postings([older, newer], mask, None, first_slot=first)
+        del mask
         if merged.nnz:
             segs.append(merged)
     return tuple(segs)

@@ -13,7 +13,9 @@ File layout (little-endian)::
                count, and per array its dtype, shape, offset and SHA-256
     digest     32 bytes SHA-256 of the header bytes
     padding    to a multiple of 64
-    arrays     raw, each at a 64-byte aligned offset
+    arrays     raw, each at a 64-byte aligned offset: the ``alive`` bitmap (`_bitmap`,
+               one bit per slot, pad bits 0), the ids, and per segment its terms,
+               bounds (int32 or int64), rest_max, slots and weights
 
 Every array and blob is hashed, the header too, so a flipped byte anywhere, a truncated
 file or a file from another version is detected before anything is built. SHA-256 runs at
@@ -48,6 +50,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from . import _bitmap
 from ._index import IndexState, SparseIndex
 from ._segments import TIERS, Segment
 
@@ -60,8 +63,9 @@ __all__ = [
     "write_snapshot",
 ]
 
-#: Bump on any change to the file layout or to what the arrays mean.
-FORMAT_VERSION = 1
+#: Bump on any change to the file layout or to what the arrays mean. 2: ``alive`` is a
+#: bitmap (was one bool per slot) and ``bounds`` may be int32 (was always int64).
+FORMAT_VERSION = 2
 _MAGIC = b"CSEFSPX1"
 _ALIGN = 64
 #: A header past this size is damage, not a snapshot (1M ids fit in ~200 bytes of
@@ -279,7 +283,7 @@ def _load(
             return None
         segments.append(seg)
     alive = arrays["alive"]
-    if ids is None or alive.dtype != np.bool_:
+    if ids is None or not _bitmap.is_valid(alive, len(ids)):
         return None
     index = SparseIndex.from_state(IndexState(ids, alive, tuple(segments)))
     return LoadedSnapshot(
@@ -327,7 +331,7 @@ def _segment(parts: dict[str, npt.NDArray[Any]], all_positive: bool) -> Segment 
     n_terms = terms.shape[0]
     if (
         terms.dtype != np.uint32
-        or bounds.dtype != np.int64
+        or bounds.dtype not in (np.int32, np.int64)
         or rest_max.dtype != np.float32
         or slots.dtype != np.int32
         or weights.dtype != np.float32
