@@ -153,3 +153,21 @@ def test_a_negative_record_count_is_refused() -> None:
     index = SparseIndex.build(["a"], [[1]], [[1.0]])
     with pytest.raises(ValueError, match="idf_records"):
         index.search([1], [1.0], 1, idf_records=-1)
+
+
+def test_cached_idf_of_overlapping_queries_and_record_counts_equals_a_fresh_computation() -> None:
+    """The per-``n`` IDF table grows with each query's new terms and never mixes counts."""
+    rng = np.random.default_rng(9)
+    ids = [f"d{i}" for i in range(300)]
+    terms = [np.unique(rng.integers(0, 60, size=8)) for _ in ids]
+    index = SparseIndex.build(ids, terms, [np.ones(t.shape[0], np.float32) for t in terms])
+    snap = index._snap
+    for n in (300, 301, 5000, 300):
+        for _ in range(20):
+            q = np.unique(rng.integers(0, 70, size=int(rng.integers(1, 12)))).astype(np.uint32)
+            expected = bm25_idf(n, snap.term_counts(q))
+            assert snap.idf_of(n, q).tobytes() == expected.tobytes()
+            weights = rng.random(q.shape[0])
+            got = index.search(q, weights, 10, idf_records=n)
+            scaled = (weights.astype(np.float32) * expected).astype(np.float64)
+            assert got == index.search(q, scaled, 10)
