@@ -12,9 +12,12 @@ Chroma Cloud. A candidate may still score 0 or less when weights have mixed sign
 Layout. Each document gets an internal *slot* (an int). Postings live in immutable
 *segments* (`_segments`), each a CSC-like inverted layout: sorted unique term ids, and
 per term contiguous ``slots`` (int32) and ``weights`` (float32), long terms split into
-impact tiers. A search takes one of three exact paths (`_scoring` picks), all summing
+impact tiers. A search takes one of four exact paths (`_scoring` picks), all summing
 the same products in the same order:
 
+- compiled (`_kernel`, when numba is installed): every posting of the query's terms,
+  summed block by block of slots in a cache-sized buffer, keeping only the slots that
+  reach the running k-th best score; big queries split over threads;
 - exhaustive: gather every posting of the query's terms, ``np.add.at`` per term into a
   float64 score per slot, pick the top ``limit``;
 - pruned (`_pruning`, positive weights, few long lists): read the heaviest tier of each
