@@ -1,0 +1,433 @@
+"""Review of the compiled kernel (issue 12): it must answer exactly what the numpy path does.
+
+Differential tests against the numpy path and a naive dot product on adversarial layouts
+(segments whose slots interleave, one-record segments, blocks of one slot, thread cuts on
+block edges, every slot dead, ties, signed weights, IDF), concurrent searches during
+writes, and the defects the review found: a huge ``limit``, ``os.fork`` after the kernel
+ran or while it compiled, and what `describe` says when numba cannot do the work.
+
+The fork and environment checks run in a fresh interpreter (``_run``): a hang is
+detected by a timeout there, and the whole process group is killed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from chroma_sparse_ef.hybrid import _kernel, _scoring, _segments
+from chroma_sparse_ef.hybrid._index import IndexState, SparseIndex
+from chroma_sparse_ef.hybrid._segments import Segment
+
+pytest.importorskip("numba", reason="the compiled kernel needs the fast extra")
+
+Vector = tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]
+Query = tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]
+Result = list[tuple[str, float]]
+
+_REPO = Path(__file__).resolve().parents[2]
+#: A fresh interpreter imports numba and loads the cached kernel in ~2 s here (under
+#: load); a cold numba cache compiles in ~7 s. A hang is anything well past that.
+_SCRIPT_TIMEOUT = 60.0
+
+
+@pytest.fixture(autouse=True)
+def compiled() -> Iterator[None]:
+    with _kernel.pinned("numba"):
+        yield
+
+
+@pytest.fixture
+def every_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tiers on short lists and the kernel for every ``allowed`` set, however small."""
+    monkeypatch.setattr(_segments, "TIER_MIN_POSTINGS", 16)
+    monkeypatch.setattr(_scoring, "_DIRECT_MAX_SLOTS", 0)
+
+
+def split(monkeypatch: pytest.MonkeyPatch, block: int, threads: int) -> None:
+    monkeypatch.setattr(_kernel, "BLOCK_SLOTS", block)
+    monkeypatch.setattr(_kernel, "PARALLEL_MIN_POSTINGS", 0)
+    monkeypatch.setattr(_kernel, "MAX_THREADS", threads)
+    monkeypatch.setattr(_kernel.os, "cpu_count", lambda: threads)
+
+
+def vectors(rng: np.random.Generator, n: int, *, signed: bool, vocab: int = 50) -> list[Vector]:
+    """Few distinct weights over a small vocabulary: exact ties are common."""
+    out = []
+    for _ in range(n):
+        terms = np.unique(rng.integers(0, vocab, size=int(rng.integers(1, 20)))).astype(np.int64)
+        weights = rng.integers(1, 8, size=terms.shape[0]) / 2
+        if signed:
+            weights *= rng.choice([-1.0, 1.0], size=terms.shape[0])
+        out.append((terms, weights.astype(np.float32)))
+    return out
+
+
+def random_query(rng: np.random.Generator, *, signed: bool, vocab: int = 50) -> Query:
+    terms = np.sort(rng.choice(vocab, size=int(rng.integers(1, 15)), replace=False))
+    weights = rng.integers(1, 6, size=terms.shape[0]) / 4
+    if signed:
+        weights *= rng.choice([-1.0, 1.0], size=terms.shape[0])
+    return terms.astype(np.int64), weights
+
+
+def naive(docs: dict[str, Vector], q: Query, limit: int) -> Result:
+    """Float64 sums of exact float32 products in ascending term order, by (-score, id)."""
+    q_of = dict(zip(q[0].tolist(), np.float32(q[1]).astype(np.float64).tolist(), strict=True))
+    out = []
+    for rid, (terms, weights) in docs.items():
+        total, hit = 0.0, False
+        for t, w in zip(terms.tolist(), weights.astype(np.float64).tolist(), strict=True):
+            if t in q_of and q_of[t] != 0.0:
+                total += w * q_of[t]
+                hit = True
+        if hit:
+            out.append((rid, total))
+    out.sort(key=lambda r: (-r[1], r[0]))
+    return out[:limit]
+
+
+def both(index: SparseIndex, q: Query, limit: int, **kw: object) -> tuple[Result, Result]:
+    got = index.search(q[0], q[1], limit, **kw)  # type: ignore[arg-type]
+    with _kernel.pinned("numpy"):
+        want = index.search(q[0], q[1], limit, **kw)  # type: ignore[arg-type]
+    return got, want
+
+
+def scattered_index(
+    rng: np.random.Generator, docs: list[Vector], n_segments: int, alive: npt.NDArray[np.bool_]
+) -> SparseIndex:
+    """Slots dealt to segments at random: each segment's slots interleave with the others'.
+
+    A real index keeps each segment on a contiguous slot range; a snapshot (`from_state`)
+    may hold any disjoint sets, and the kernel scores a segment over its whole range.
+    """
+    owner = rng.integers(0, n_segments, size=len(docs))
+    owner[: min(n_segments, len(docs))] = np.arange(min(n_segments, len(docs)))
+    segments = []
+    for s in range(n_segments):
+        mine = np.flatnonzero(owner == s)
+        if mine.shape[0] == 0:
+            continue
+        slots = np.concatenate([np.full(docs[i][0].shape[0], i, np.int32) for i in mine])
+        terms = np.concatenate([docs[i][0] for i in mine]).astype(np.uint32)
+        weights = np.concatenate([docs[i][1] for i in mine])
+        segments.append(Segment.from_postings(slots, terms, weights))
+    ids = [f"d{i:04d}" for i in range(len(docs))]
+    return SparseIndex.from_state(IndexState(ids, alive, tuple(segments)))
+
+
+@pytest.mark.usefixtures("every_path")
+@pytest.mark.parametrize(("block", "threads"), [(1, 1), (3, 4), (64, 3), (32_768, 2)])
+@pytest.mark.parametrize("signed", [False, True])
+def test_interleaved_segments_with_tombstones_and_filters_score_like_numpy(
+    monkeypatch: pytest.MonkeyPatch, block: int, threads: int, signed: bool
+) -> None:
+    """Segments whose slots interleave, dead slots, filters, IDF: the numpy answer, bit for bit."""
+    split(monkeypatch, block, threads)
+    rng = np.random.default_rng(block * 10 + threads + signed)
+    docs = vectors(rng, 300, signed=signed)
+    for n_segments in (1, 4, 300):  # 300: mostly one-record segments
+        alive = rng.random(300) > 0.3
+        index = scattered_index(rng, docs, n_segments, alive)
+        if n_segments == 1:  # long terms come in several impact tiers
+            assert index.export_state().segments[0].tiered_terms().shape[0] > 0
+        live = {f"d{i:04d}": docs[i] for i in np.flatnonzero(alive).tolist()}
+        allowed = set(rng.choice(list(live), 100, replace=False).tolist()) | {"d9999"}
+        subset = {k: v for k, v in live.items() if k in allowed}
+        for _ in range(8):
+            q = random_query(rng, signed=signed)
+            for limit in (1, 5, 1000):
+                got, want = both(index, q, limit)
+                assert got == want == naive(live, q, limit)
+                got, want = both(index, q, limit, allowed=allowed)
+                assert got == want == naive(subset, q, limit)
+                got, want = both(index, q, limit, idf_records=400)
+                assert got == want
+
+
+@pytest.mark.parametrize("threads", [2, 3, 4])
+def test_thread_cuts_on_block_edges_keep_every_slot_once(
+    monkeypatch: pytest.MonkeyPatch, threads: int
+) -> None:
+    """Slot ranges that split exactly on block and thread edges lose and repeat no slot."""
+    block = 8
+    n = block * threads * 4  # linspace cuts land on block edges
+    split(monkeypatch, block, threads)
+    ids = [f"r{i:04d}" for i in range(n)]
+    # Every slot scores differently, in the reverse of its id order: no tie hides a loss.
+    index = SparseIndex.build(
+        ids, [np.array([1])] * n, [np.array([float(n - i)], np.float32) for i in range(n)]
+    )
+    got = index.search(np.array([1]), np.array([1.0]), n + 5)
+    assert got == [(ids[i], float(n - i)) for i in range(n)]
+    assert index.search(np.array([1]), np.array([1.0]), 1) == [(ids[0], float(n))]
+
+
+def test_every_slot_dead_or_filtered_out_returns_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tombstones on every slot (below the compaction size): no result, on both paths."""
+    split(monkeypatch, 16, 3)
+    n = 200
+    ids = [f"r{i:04d}" for i in range(n)]
+    index = SparseIndex.build(ids, [np.array([1, 2])] * n, [np.array([1.0, -1.0], np.float32)] * n)
+    index.delete(ids)
+    assert index.dead_count == n
+    for weights in ([1.0, 1.0], [1.0, -1.0]):
+        got, want = both(index, (np.array([1, 2]), np.array(weights)), 10)
+        assert got == want == []
+
+
+def test_all_tied_zero_and_negative_sums_rank_by_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sums of 0.0 and below still count as matches; equal sums rank by ascending id."""
+    split(monkeypatch, 16, 3)
+    n = 150
+    ids = [f"r{i:04d}" for i in range(n)]
+    rng = np.random.default_rng(3)
+    order = rng.permutation(n)
+    index = SparseIndex.build(
+        [ids[i] for i in order],
+        [np.array([1, 2])] * n,
+        [np.array([2.0, -2.0], np.float32)] * n,
+    )
+    for weights, score in (([1.0, 1.0], 0.0), ([-1.0, 1.0], -4.0), ([1.0, 0.5], 1.0)):
+        got, want = both(index, (np.array([1, 2]), np.array(weights)), 7)
+        assert got == want == [(ids[i], score) for i in range(7)]
+
+
+def test_concurrent_searches_during_writes_match_a_snapshot_the_search_could_see(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Many threads search (filtered or not) while one upserts and deletes.
+
+    Every answer equals the single-threaded reference of a version published while that
+    search ran: the kernel's thread pool is shared and each search reads one snapshot.
+    """
+    split(monkeypatch, 32, 3)
+    monkeypatch.setattr(_segments, "TIER_MIN_POSTINGS", 16)
+    monkeypatch.setattr(_scoring, "_DIRECT_MAX_SLOTS", 0)
+    rng = np.random.default_rng(21)
+    docs = {f"d{i:04d}": v for i, v in enumerate(vectors(rng, 400, signed=False))}
+    writes: list[tuple[str, dict[str, Vector] | list[str]]] = []
+    for w in range(30):
+        if w % 3 == 2:
+            writes.append(("delete", rng.choice(sorted(docs), 6, replace=False).tolist()))
+        else:
+            fresh = vectors(rng, 5, signed=False)
+            names = [f"n{w}-{j}" for j in range(3)] + rng.choice(sorted(docs), 2).tolist()
+            writes.append(("upsert", dict(zip(names, fresh, strict=True))))
+    queries = [random_query(rng, signed=False) for _ in range(4)]
+    allowed = set(rng.choice(sorted(docs), 150, replace=False).tolist()) | {"n5-0", "n20-1"}
+    # References per version, replayed single-threaded.
+    state = dict(docs)
+    refs: list[list[tuple[Result, Result]]] = []
+    for w in range(len(writes) + 1):
+        subset = {k: v for k, v in state.items() if k in allowed}
+        refs.append([(naive(state, q, 8), naive(subset, q, 8)) for q in queries])
+        if w < len(writes):
+            kind, arg = writes[w]
+            if kind == "delete":
+                assert isinstance(arg, list)
+                for rid in arg:
+                    state.pop(rid, None)
+            else:
+                assert isinstance(arg, dict)
+                state.update(arg)
+    index = SparseIndex.build(list(docs), [v[0] for v in docs.values()],
+                              [v[1] for v in docs.values()])  # fmt: skip
+    version = [0]
+    done = threading.Event()
+    failures: list[str] = []
+
+    def writer() -> None:
+        for kind, arg in writes:
+            if kind == "delete":
+                assert isinstance(arg, list)
+                index.delete(arg)
+            else:
+                assert isinstance(arg, dict)
+                index.upsert(list(arg), [v[0] for v in arg.values()], [v[1] for v in arg.values()])
+            version[0] += 1
+        done.set()
+
+    def searcher(seed: int) -> None:
+        local = np.random.default_rng(seed)
+        rounds = 0
+        while not done.is_set() or rounds < 20:
+            rounds += 1
+            qi = int(local.integers(len(queries)))
+            filtered = bool(local.integers(2))
+            before = version[0]
+            got = index.search(
+                queries[qi][0], queries[qi][1], 8, allowed=allowed if filtered else None
+            )
+            after = version[0]
+            # The snapshot read was published at or after `before`, by `after + 1` at most.
+            seen = [refs[v][qi][filtered] for v in range(before, min(after + 1, len(writes)) + 1)]
+            if got not in seen:
+                failures.append(f"query {qi} filtered={filtered} versions {before}..{after}")
+
+    threads = [threading.Thread(target=searcher, args=(s,)) for s in range(6)]
+    threads.append(threading.Thread(target=writer))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+    for qi, q in enumerate(queries):
+        assert index.search(q[0], q[1], 8) == refs[-1][qi][0]
+
+
+@pytest.mark.parametrize("limit", [2**62, 2**64])
+def test_a_limit_far_above_the_record_count_returns_every_match_like_numpy(limit: int) -> None:
+    """``limit`` is only an upper bound (a Knn ``limit`` has no maximum): never an error.
+
+    The kernel sizes its heap and output by ``limit`` (``np.full(k)``): 2**62 is
+    ``ValueError: array is too big``, 2**64 ``OverflowError``, and a limit of 10**9
+    fills an 8 GB heap per thread part before answering 2 records.
+    """
+    index = SparseIndex.build(
+        ["a", "b"],
+        [np.array([1]), np.array([1, 2])],
+        [np.array([1.0], np.float32), np.array([1.0, 3.0], np.float32)],
+    )
+    got, want = both(index, (np.array([1, 2]), np.array([1.0, 1.0])), limit)
+    assert want == [("b", 4.0), ("a", 1.0)]
+    assert got == want
+
+
+def _run(script: str, **env: str) -> tuple[int | None, str, str]:
+    """Run ``script`` in a fresh interpreter (this worktree first on the path).
+
+    Returns ``(returncode, stdout, stderr)``, returncode None when it did not finish in
+    `_SCRIPT_TIMEOUT`: its process group (it and any child it forked) is then killed.
+    """
+    full_env = {k: v for k, v in os.environ.items() if k != _kernel.KERNEL_ENV_VAR}
+    full_env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(_REPO), os.environ.get("PYTHONPATH", "")) if p
+    )
+    full_env.update(env)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=_SCRIPT_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        return None, out, err
+    return proc.returncode, out, err
+
+
+_FORK_AND_SEARCH = """
+    pid = os.fork()
+    if pid == 0:
+        print("child", index.search(np.array([1]), np.array([1.0]), 2), flush=True)
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    print("child status", status, flush=True)
+"""
+
+
+def test_a_search_in_a_forked_child_does_not_hang_after_the_parent_used_threads() -> None:
+    """``os.fork`` (multiprocessing's default on Linux, gunicorn ``--preload``) after a
+    query big enough for threads: the child's own big query must still be answered.
+
+    The shared ThreadPoolExecutor is inherited without its threads; the child queues its
+    parts on it and waits forever.
+    """
+    script = """
+        import os
+        import numpy as np
+        from chroma_sparse_ef.hybrid import _kernel
+        from chroma_sparse_ef.hybrid._index import SparseIndex
+        _kernel.PARALLEL_MIN_POSTINGS = 0  # every query split over threads
+        _kernel.os.cpu_count = lambda: 2
+        n = 1000
+        index = SparseIndex.build([f"r{i}" for i in range(n)], [np.array([1, 2])] * n,
+                                  [np.array([1.0, 2.0], np.float32)] * n)
+        print("parent", index.search(np.array([1]), np.array([1.0]), 2), flush=True)
+    """
+    code, out, err = _run(textwrap.dedent(script) + textwrap.dedent(_FORK_AND_SEARCH))
+    assert code == 0, f"hung or failed: {out!r} {err[-2000:]!r}"
+    assert "child [('r0', 1.0), ('r1', 1.0)]" in out
+    assert "child status 0" in out
+
+
+def test_a_fork_while_the_kernel_compiles_in_the_background_leaves_the_child_working() -> None:
+    """`warm_up` compiles in a thread holding the decision locks; a fork in that window
+    (a worker pool started right after opening a collection) must not leave the child
+    with locks nobody will release.
+
+    The compile is held open until the fork starts (a fork handler registered after the
+    kernel's own runs first), so the window is hit every time.
+    """
+    script = """
+        import os, threading
+        import numpy as np
+        from chroma_sparse_ef.hybrid import _kernel
+        from chroma_sparse_ef.hybrid._index import SparseIndex
+        entered, release = threading.Event(), threading.Event()
+        real = _kernel._compile
+        def held_compile():
+            entered.set()
+            release.wait()
+            return real()
+        _kernel._compile = held_compile
+        _kernel.warm_up()
+        entered.wait()
+        os.register_at_fork(before=release.set)
+        index = SparseIndex.build(["r0", "r1"], [np.array([1])] * 2,
+                                  [np.array([1.0], np.float32)] * 2)
+    """
+    code, out, err = _run(textwrap.dedent(script) + textwrap.dedent(_FORK_AND_SEARCH))
+    assert code == 0, f"hung or failed: {out!r} {err[-2000:]!r}"
+    assert "child [('r0', 1.0), ('r1', 1.0)]" in out
+    assert "child status 0" in out
+
+
+def test_numba_refusing_this_numpy_is_not_reported_as_numba_missing() -> None:
+    """numba raises ImportError itself when numpy is newer than it supports (the usual
+    way numba breaks after an upgrade). The reason must say so, not that numba is
+    not installed (reinstalling the extra does not help).
+    """
+    script = """
+        import numpy
+        numpy.__version__ = "9.9.0"  # numba's own import check refuses it
+        from chroma_sparse_ef.hybrid import _kernel
+        print(_kernel.select_kernel("auto"))
+    """
+    code, out, err = _run(script)
+    assert code == 0, err[-2000:]
+    assert out.startswith("sparse index: numpy path")
+    assert "not installed" not in out
+    assert "Numba needs NumPy" in out
+
+
+def test_describe_does_not_claim_a_compiled_kernel_when_numba_jit_is_disabled() -> None:
+    """``NUMBA_DISABLE_JIT=1`` (coverage, debugging) turns `njit` into plain Python: the
+    "kernel" then runs Python loops per posting, ~60x slower than the numpy path here,
+    while `describe` says "compiled kernel". numpy must answer, and the reason say why.
+    """
+    script = """
+        from chroma_sparse_ef.hybrid import _kernel
+        print(_kernel.describe())
+    """
+    code, out, err = _run(script, NUMBA_DISABLE_JIT="1")
+    assert code == 0, err[-2000:]
+    assert out.startswith("sparse index: numpy path")
+    assert "NUMBA_DISABLE_JIT" in out
