@@ -25,7 +25,8 @@ Which path runs is decided once per process: ``CHROMA_SPARSE_EF_KERNEL`` = ``aut
 naming the install command when numba is missing) or ``numpy``. `describe` says which
 path runs and why, in one line. The first search in a fresh environment compiles the
 kernel (a few seconds; numba caches the result on disk, so later processes load it in
-milliseconds); `warm_up` starts that compile in the background.
+under a second); `warm_up` starts that compile in the background. A fork waits for a
+compile in progress, and a forked child starts its own threads.
 """
 
 from __future__ import annotations
@@ -71,10 +72,13 @@ BLOCK_SLOTS = 32_768
 #: part's fixed cost (a thread hand-off and a binary search per run) is ~0.1 ms, and below
 #: ~1 ms of work a second thread does not pay; 2M postings is ~2 ms on one core.
 PARALLEL_MIN_POSTINGS = 2_000_000
-#: Threads per query, and in the shared pool: the machine's cores, at most 4 (a 30-term
-#: query at 1M records reads ~72 MB of postings; past a few cores memory bandwidth, not
-#: cores, is the limit). Read once: ``os.cpu_count`` costs ~20 us per call.
-THREADS = min(4, os.cpu_count() or 1)
+#: Threads per query, and in the shared pool: the cores this process may run on (its CPU
+#: affinity, where the OS has one), at most 4 (a 30-term query at 1M records reads ~72
+#: MB of postings; past a few cores memory bandwidth, not cores, is the limit). Read
+#: once: ``os.cpu_count`` costs ~20 us per call.
+THREADS = min(
+    4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+)
 
 _INSTALL = "pip install 'chroma-sparse-ef[fast]'"
 
@@ -131,10 +135,12 @@ def select_kernel(prefer: KernelChoice | None = None) -> str:
         else:
             try:
                 kernel, version = _compile()
-            except ImportError as exc:
+            except ModuleNotFoundError as exc:
+                if exc.name not in ("numba", "llvmlite"):
+                    raise
                 if choice == "numba":
                     raise ConfigurationError(
-                        f"{KERNEL_ENV_VAR}=numba but numba cannot be imported ({exc}); "
+                        f"{KERNEL_ENV_VAR}=numba but numba is not installed; "
                         f"install it with: {_INSTALL}"
                     ) from None
                 _state = _State(
@@ -143,22 +149,26 @@ def select_kernel(prefer: KernelChoice | None = None) -> str:
                     f"{_INSTALL} for the compiled kernel)",
                 )
             except Exception as exc:
-                # numba is there but cannot compile or cache here (an unsupported numpy,
-                # no writable cache folder): the numpy path gives the same results.
+                # numba is there but refuses to load (its own check of numpy's version, a
+                # broken llvmlite), to compile, or to read its cache; or NUMBA_DISABLE_JIT
+                # is set. Reinstalling the extra would not help; numpy gives the same
+                # results. Only the message's first line: numba's typing errors run long.
+                why = _first_line(exc)
                 if choice == "numba":
                     raise ConfigurationError(
-                        f"{KERNEL_ENV_VAR}=numba but the kernel failed to compile: "
-                        f"{type(exc).__name__}: {exc}"
+                        f"{KERNEL_ENV_VAR}=numba but the compiled kernel cannot run: {why}"
                     ) from exc
-                _state = _State(
-                    None,
-                    f"sparse index: numpy path (numba failed: {type(exc).__name__}: {exc})",
-                )
+                _state = _State(None, f"sparse index: numpy path (numba cannot run: {why})")
             else:
                 _state = _State(kernel, f"sparse index: compiled kernel (numba {version})")
         _decided[choice] = state = _state
     _log.info("%s", state.reason)
     return state.reason
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
 def _current() -> _State:
@@ -257,9 +267,12 @@ def kernel_top(
 
     def run(call: tuple[Segment, _I64, _I64, _F64, int, int]) -> tuple[_I64, _F64]:
         seg, starts, ends, weights, lo, hi = call
+        # The heap and the output are sized by k, and a part never keeps more than its
+        # slots: a limit of 2**62 must not allocate (at least 1: the kernel reads heap[0]).
+        k = max(1, min(limit, hi - lo))
         return kernel(
             seg.slots, seg.weights, starts, ends, weights, eligible,
-            lo, hi, limit, positive, BLOCK_SLOTS,
+            lo, hi, k, positive, BLOCK_SLOTS,
         )  # fmt: skip
 
     results = [run(calls[0])] if len(calls) == 1 else list(_thread_pool().map(run, calls))
@@ -286,14 +299,33 @@ def _runs(seg: Segment, q_terms: _U32, q_weights: _F64) -> tuple[_I64, _I64, _F6
     return starts[keep], ends[keep], weights[keep]
 
 
-def _forget_pool() -> None:
-    """In a forked child: the parent's pool threads do not exist here (and its idle count
-    would make every hand-off wait forever), so the child starts its own pool."""
+def _before_fork() -> None:
+    # A decision in progress holds these locks (and numba its compiler lock) for seconds:
+    # the fork waits for it, so the child never inherits a lock no thread of its will
+    # ever release.
+    _decide_lock.acquire()
+    _state_lock.acquire()
+
+
+def _after_fork_in_parent() -> None:
+    _state_lock.release()
+    _decide_lock.release()
+
+
+def _after_fork_in_child() -> None:
     global _pool
+    # The parent's pool threads do not exist here, and its idle count would make every
+    # hand-off wait forever: the child starts its own pool.
     _pool = None
+    _state_lock.release()
+    _decide_lock.release()
 
 
-os.register_at_fork(after_in_child=_forget_pool)
+os.register_at_fork(
+    before=_before_fork,
+    after_in_parent=_after_fork_in_parent,
+    after_in_child=_after_fork_in_child,
+)
 
 
 def _thread_pool() -> ThreadPoolExecutor:
@@ -316,6 +348,8 @@ def _compile() -> tuple[Callable[..., tuple[_I64, _F64]], str]:
     # import_module consults sys.modules, so a numba that cannot be imported is seen even
     # when this module was imported before.
     module = importlib.import_module(f"{__package__}._kernel_numba")
+    if not module.jit_enabled():
+        raise RuntimeError("NUMBA_DISABLE_JIT is set: the kernel would run as Python")
     kernel: Callable[..., tuple[_I64, _F64]] = module.block_top_k
     slots = np.array([0, 1], dtype=np.int32)
     weights = np.array([1.0, 2.0], dtype=np.float32)

@@ -10,9 +10,14 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["block_top_k", "numba_version"]
+__all__ = ["block_top_k", "jit_enabled", "numba_version"]
 
 _jit = numba.njit(cache=True, nogil=True, boundscheck=False)
+
+
+def jit_enabled() -> bool:
+    """False under ``NUMBA_DISABLE_JIT=1``, where `numba.njit` returns plain Python."""
+    return not getattr(numba.config, "DISABLE_JIT", False)
 
 
 def numba_version() -> str:
