@@ -131,17 +131,20 @@ def interleaved(
 
     On a shared machine the load changes during a run; taking turns exposes every
     method to the same conditions, so their ratios stay meaningful, and the best of
-    `REPEATS` runs per query drops the spikes other processes cause.
+    `REPEATS` runs per query drops the spikes other processes cause. The order is
+    shuffled on every round (seeded): in a fixed order the method after the full scans
+    (which sweep ~150 MB) always found the CPU caches cold, and paid ~0.3 ms for it.
     """
     for fn in fns.values():
         for q in queries[:5]:  # warm caches and lazy paths
             fn(q)
     out: dict[str, list[float]] = {name: [] for name in fns}
     names = list(fns)
-    for i, q in enumerate(queries):
+    rng = np.random.default_rng(0)
+    for q in queries:
         best = dict.fromkeys(names, float("inf"))
         for _ in range(REPEATS):
-            for name in names[i % len(names) :] + names[: i % len(names)]:
+            for name in rng.permutation(names).tolist():
                 t0 = time.perf_counter()
                 fns[name](q)
                 best[name] = min(best[name], time.perf_counter() - t0)
