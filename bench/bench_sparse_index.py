@@ -162,10 +162,11 @@ def searcher(
     k: int,
     allowed: set[str] | None = None,
     within: Callable[[], contextlib.AbstractContextManager[object]] = contextlib.nullcontext,
+    idf_records: int | None = None,
 ) -> Callable[[Query], object]:
     def search(q: Query) -> object:
         with within():
-            return index.search(q[0], q[1], k, allowed=allowed)
+            return index.search(q[0], q[1], k, allowed=allowed, idf_records=idf_records)
 
     return search
 
@@ -187,7 +188,7 @@ def scaling(sizes: list[int], queries: list[Query], corpus: SyntheticCorpus) -> 
     print(
         f"{'docs':>9} {'nnz':>12} {'build':>8} {'nbytes':>9} {'B/post':>7} {'peak+':>8} "
         f"{'top10 med':>10} {'p95':>9} {'top100 med':>10} {'p95':>9} "
-        f"{'1 thread':>10} {'numpy':>10} {'numpy/us':>8}"
+        f"{'1 thread':>10} {'numpy':>10} {'numpy/us':>8} {'IDF on':>10} {'on/off':>7}"
     )
     kept: CSR | None = None
     for n in sizes:
@@ -207,11 +208,12 @@ def scaling(sizes: list[int], queries: list[Query], corpus: SyntheticCorpus) -> 
             row += median_p95(latencies(searcher(index, k), queries))
         row.append(median_p95(latencies(searcher(index, 10, within=one_thread), queries))[0])
         row.append(median_p95(latencies(searcher(index, 10, within=numpy_path), queries))[0])
+        idf_on = median_p95(latencies(searcher(index, 10, idf_records=n), queries))[0]
         print(
             f"{n:>9,} {nnz:>12,} {build:>7.2f}s {index.nbytes / 2**20:>7.1f}Mi "
             f"{index.nbytes / nnz:>7.2f} {peak / 2**20:>6.0f}Mi "
             + " ".join(f"{ms(x):>9}" for x in row)
-            + f" {row[-1] / row[0]:>7.2f}x"
+            + f" {row[-1] / row[0]:>7.2f}x {ms(idf_on):>9} {idf_on / row[0]:>6.2f}x"
         )
         if n == 100_000:
             kept = csr
@@ -226,7 +228,8 @@ def scaling(sizes: list[int], queries: list[Query], corpus: SyntheticCorpus) -> 
         "B/post: index bytes per posting (floor: 8 = int32 slot + float32 weight); "
         "peak+: peak RSS growth during the build, on top of the input CSR (8 B/posting); "
         "1 thread: compiled top10 median on one thread; numpy: top10 median without the "
-        "compiled kernel; numpy/us: how many times slower that is"
+        "compiled kernel; numpy/us: how many times slower that is; IDF on: top10 median with "
+        "Chroma Cloud's BM25 IDF (compiled), on/off: against the top10 median"
     )
     return kept
 

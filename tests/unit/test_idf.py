@@ -155,17 +155,23 @@ def test_a_negative_record_count_is_refused() -> None:
         index.search([1], [1.0], 1, idf_records=-1)
 
 
-def test_cached_idf_of_overlapping_queries_and_record_counts_equals_a_fresh_computation() -> None:
-    """The per-``n`` IDF table grows with each query's new terms and never mixes counts."""
+def test_idf_of_overlapping_queries_and_record_counts_equals_a_fresh_computation() -> None:
+    """Counts with and without dead slots, new and seen terms, several ``n``: Cloud's IDF."""
     rng = np.random.default_rng(9)
     ids = [f"d{i}" for i in range(300)]
     terms = [np.unique(rng.integers(0, 60, size=8)) for _ in ids]
     index = SparseIndex.build(ids, terms, [np.ones(t.shape[0], np.float32) for t in terms])
-    snap = index._snap
-    for n in (300, 301, 5000, 300):
+    live = set(range(300))
+    for n in (300, 301, 5000, 300, 290):
+        if n == 290:
+            index.delete([f"d{i}" for i in range(0, 300, 7)])
+            live -= set(range(0, 300, 7))
+        snap = index._snap
         for _ in range(20):
             q = np.unique(rng.integers(0, 70, size=int(rng.integers(1, 12)))).astype(np.uint32)
-            expected = bm25_idf(n, snap.term_counts(q))
+            n_t = [sum(1 for i in live if t in set(terms[i].tolist())) for t in q.tolist()]
+            expected = bm25_idf(n, np.asarray(n_t))
+            assert snap.term_counts(q).tolist() == n_t
             assert snap.idf_of(n, q).tobytes() == expected.tobytes()
             weights = rng.random(q.shape[0])
             got = index.search(q, weights, 10, idf_records=n)
