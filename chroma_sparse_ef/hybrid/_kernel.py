@@ -117,7 +117,8 @@ def select_kernel(prefer: KernelChoice | None = None) -> str:
             (default ``auto``).
 
     Raises:
-        ConfigurationError: An unknown choice, or ``numba`` without numba installed.
+        ConfigurationError: An unknown choice, or ``numba`` when numba is missing or
+            cannot run here.
     """
     global _state
     choice = prefer if prefer is not None else os.environ.get(KERNEL_ENV_VAR, "auto")
@@ -135,30 +136,8 @@ def select_kernel(prefer: KernelChoice | None = None) -> str:
         else:
             try:
                 kernel, version = _compile()
-            except ModuleNotFoundError as exc:
-                if exc.name not in ("numba", "llvmlite"):
-                    raise
-                if choice == "numba":
-                    raise ConfigurationError(
-                        f"{KERNEL_ENV_VAR}=numba but numba is not installed; "
-                        f"install it with: {_INSTALL}"
-                    ) from None
-                _state = _State(
-                    None,
-                    "sparse index: numpy path (numba is not installed; "
-                    f"{_INSTALL} for the compiled kernel)",
-                )
             except Exception as exc:
-                # numba is there but refuses to load (its own check of numpy's version, a
-                # broken llvmlite), to compile, or to read its cache; or NUMBA_DISABLE_JIT
-                # is set. Reinstalling the extra would not help; numpy gives the same
-                # results. Only the message's first line: numba's typing errors run long.
-                why = _first_line(exc)
-                if choice == "numba":
-                    raise ConfigurationError(
-                        f"{KERNEL_ENV_VAR}=numba but the compiled kernel cannot run: {why}"
-                    ) from exc
-                _state = _State(None, f"sparse index: numpy path (numba cannot run: {why})")
+                _state = _State(None, _fallback_reason(choice, exc))
             else:
                 _state = _State(kernel, f"sparse index: compiled kernel (numba {version})")
         _decided[choice] = state = _state
@@ -166,9 +145,30 @@ def select_kernel(prefer: KernelChoice | None = None) -> str:
     return state.reason
 
 
-def _first_line(exc: BaseException) -> str:
+def _fallback_reason(choice: str, exc: Exception) -> str:
+    """Why numpy answers after ``_compile`` raised ``exc``; raises when numba was required.
+
+    numba missing is told apart from numba present but unable to work here (it refuses
+    the installed numpy, a broken llvmlite, a damaged cache, NUMBA_DISABLE_JIT): for the
+    latter, reinstalling the extra would not help.
+    """
+    missing = isinstance(exc, ModuleNotFoundError) and exc.name in ("numba", "llvmlite")
+    if missing:
+        if choice == "numba":
+            raise ConfigurationError(
+                f"{KERNEL_ENV_VAR}=numba but numba is not installed; install it with: {_INSTALL}"
+            ) from None
+        return (
+            f"sparse index: numpy path (numba is not installed; {_INSTALL} for the compiled kernel)"
+        )
+    # Only the message's first line: numba's typing errors run long.
     lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    why = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    if choice == "numba":
+        raise ConfigurationError(
+            f"{KERNEL_ENV_VAR}=numba but the compiled kernel cannot run: {why}"
+        ) from exc
+    return f"sparse index: numpy path (numba cannot run: {why})"
 
 
 def _current() -> _State:
