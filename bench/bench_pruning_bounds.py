@@ -35,7 +35,7 @@ try:
 except ImportError as exc:  # pragma: no cover
     raise SystemExit("the benchmark needs: pip install 'chroma-sparse-ef[bench]'") from exc
 
-#: Block sizes tried (documents per block); Chroma Cloud's index and PISA use 64-128.
+#: Block sizes tried (documents per block); 64 to 128 are common in block-max engines.
 BLOCKS = (16, 64, 256, 1024)
 K = 10
 
