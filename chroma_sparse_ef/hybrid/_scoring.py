@@ -78,9 +78,7 @@ def top_k(
         pruned = pruned_top(segments, n_slots, eligible, q_terms, q_weights, limit)
         if pruned is not None:
             return select_top(*pruned, limit, slot_ids)
-    return _exhaustive(
-        segments, alive, slot_ids, q_terms, q_weights, limit, allowed_slots, positive
-    )
+    return _exhaustive(segments, eligible, slot_ids, q_terms, q_weights, limit, positive)
 
 
 def _query_cost(segments: tuple[Segment, ...], q_terms: _U32) -> tuple[int, int]:
@@ -96,15 +94,14 @@ def _query_cost(segments: tuple[Segment, ...], q_terms: _U32) -> tuple[int, int]
 
 def _exhaustive(
     segments: tuple[Segment, ...],
-    alive: _Bool,
+    eligible: _Bool,
     slot_ids: list[str],
     q_terms: _U32,
     q_weights: _F64,
     limit: int,
-    allowed_slots: _I64 | None,
     positive: bool,
 ) -> list[tuple[str, float]]:
-    n_slots = alive.shape[0]
+    n_slots = eligible.shape[0]
     scores = np.zeros(n_slots, dtype=np.float64)
     # With only positive weights a slot is a candidate iff its score is positive (a
     # float64 product of float32 cannot underflow); otherwise track matches explicitly.
@@ -115,10 +112,6 @@ def _exhaustive(
     if not matched:
         return []
     is_candidate = scores > 0 if touched is None else touched
-    is_candidate &= alive
-    if allowed_slots is not None:
-        allowed_mask = np.zeros(n_slots, dtype=np.bool_)
-        allowed_mask[allowed_slots] = True
-        is_candidate &= allowed_mask
+    is_candidate &= eligible
     candidates = np.flatnonzero(is_candidate)
     return select_top(candidates, scores[candidates], limit, slot_ids)

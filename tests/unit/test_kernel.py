@@ -6,16 +6,17 @@ import sys
 from collections.abc import Iterator
 
 import numpy as np
-import numpy.typing as npt
 import pytest
 
 from chroma_sparse_ef import ConfigurationError
 from chroma_sparse_ef.hybrid import _kernel, _segments
 from chroma_sparse_ef.hybrid._index import SparseIndex
 
+from .kernel_reference import Query, Vector, compiled_and_numpy, naive
+
 pytest.importorskip("numba", reason="the compiled kernel needs the fast extra")
 
-Vectors = dict[str, tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]]
+Vectors = dict[str, Vector]
 
 
 @pytest.fixture(autouse=True)
@@ -48,44 +49,12 @@ def corpus(rng: np.random.Generator, n_docs: int, *, signed: bool, prefix: str =
     return out
 
 
-def naive(
-    vectors: Vectors, q: tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]], limit: int
-) -> list[tuple[str, float]]:
-    """Float64 sums of the float32 products in ascending term order, by (-score, id)."""
-    q_of = dict(zip(q[0].tolist(), np.float32(q[1]).astype(np.float64).tolist(), strict=True))
-    scored = []
-    for rid, (terms, weights) in vectors.items():
-        total, hit = 0.0, False
-        for t, w in zip(terms.tolist(), weights.astype(np.float64).tolist(), strict=True):
-            if t in q_of:
-                total += w * q_of[t]
-                hit = True
-        if hit:
-            scored.append((rid, total))
-    scored.sort(key=lambda r: (-r[1], r[0]))
-    return scored[:limit]
-
-
-def query(
-    rng: np.random.Generator, *, signed: bool
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+def query(rng: np.random.Generator, *, signed: bool) -> Query:
     terms = np.sort(rng.choice(80, size=int(rng.integers(1, 25)), replace=False)).astype(np.int64)
     weights = rng.integers(1, 9, size=terms.shape[0]) / 4
     if signed:
         weights *= rng.choice([-1.0, 1.0], size=terms.shape[0])
     return terms, weights
-
-
-def both_paths(
-    index: SparseIndex,
-    q: tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]],
-    limit: int,
-    allowed: set[str] | None = None,
-) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
-    compiled = index.search(q[0], q[1], limit, allowed=allowed)
-    with _kernel.pinned("numpy"):
-        numpy_path = index.search(q[0], q[1], limit, allowed=allowed)
-    return compiled, numpy_path
 
 
 @pytest.mark.usefixtures("many_blocks")
@@ -101,7 +70,7 @@ def test_kernel_top_k_equals_numpy_and_naive_bit_for_bit(seed: int, signed: bool
     for _ in range(25):
         q = query(rng, signed=signed)
         for limit in (1, 3, 10, 100, 5000):
-            compiled, numpy_path = both_paths(index, q, limit)
+            compiled, numpy_path = compiled_and_numpy(index, q, limit)
             assert compiled == numpy_path
             assert compiled == naive(vectors, q, limit)
 
@@ -132,9 +101,9 @@ def test_kernel_is_exact_through_upserts_deletes_and_filters(signed: bool) -> No
         allowed = set(rng.choice(list(vectors), 300, replace=False).tolist()) | {"unknown"}
         for _ in range(10):
             q = query(rng, signed=signed)
-            compiled, numpy_path = both_paths(index, q, 10)
+            compiled, numpy_path = compiled_and_numpy(index, q, 10)
             assert compiled == numpy_path == naive(vectors, q, 10)
-            compiled, numpy_path = both_paths(index, q, 7, allowed)
+            compiled, numpy_path = compiled_and_numpy(index, q, 7, allowed=allowed)
             subset = {k: v for k, v in vectors.items() if k in allowed}
             assert compiled == numpy_path == naive(subset, q, 7)
 

@@ -20,11 +20,10 @@ from chroma_sparse_ef.hybrid import _bitmap, _kernel, _scoring, _segments
 from chroma_sparse_ef.hybrid._index import IndexState, SparseIndex
 from chroma_sparse_ef.hybrid._segments import Segment
 
-pytest.importorskip("numba", reason="the compiled kernel needs the fast extra")
+from .kernel_reference import Query, Result, Vector, naive
+from .kernel_reference import compiled_and_numpy as both
 
-Vector = tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]
-Query = tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]
-Result = list[tuple[str, float]]
+pytest.importorskip("numba", reason="the compiled kernel needs the fast extra")
 
 
 @pytest.fixture(autouse=True)
@@ -64,29 +63,6 @@ def random_query(rng: np.random.Generator, *, signed: bool, vocab: int = 50) -> 
     if signed:
         weights *= rng.choice([-1.0, 1.0], size=terms.shape[0])
     return terms.astype(np.int64), weights
-
-
-def naive(docs: dict[str, Vector], q: Query, limit: int) -> Result:
-    """Float64 sums of exact float32 products in ascending term order, by (-score, id)."""
-    q_of = dict(zip(q[0].tolist(), np.float32(q[1]).astype(np.float64).tolist(), strict=True))
-    out = []
-    for rid, (terms, weights) in docs.items():
-        total, hit = 0.0, False
-        for t, w in zip(terms.tolist(), weights.astype(np.float64).tolist(), strict=True):
-            if t in q_of and q_of[t] != 0.0:
-                total += w * q_of[t]
-                hit = True
-        if hit:
-            out.append((rid, total))
-    out.sort(key=lambda r: (-r[1], r[0]))
-    return out[:limit]
-
-
-def both(index: SparseIndex, q: Query, limit: int, **kw: object) -> tuple[Result, Result]:
-    got = index.search(q[0], q[1], limit, **kw)  # type: ignore[arg-type]
-    with _kernel.pinned("numpy"):
-        want = index.search(q[0], q[1], limit, **kw)  # type: ignore[arg-type]
-    return got, want
 
 
 def scattered_index(
