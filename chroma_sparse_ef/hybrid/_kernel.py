@@ -84,9 +84,7 @@ _INSTALL = "pip install 'chroma-sparse-ef[fast]'"
 
 KernelChoice = Literal["auto", "numba", "numpy"]
 
-_F32 = npt.NDArray[np.float32]
 _F64 = npt.NDArray[np.float64]
-_I32 = npt.NDArray[np.int32]
 _I64 = npt.NDArray[np.int64]
 _U32 = npt.NDArray[np.uint32]
 _Bool = npt.NDArray[np.bool_]
